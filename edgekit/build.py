@@ -1,0 +1,78 @@
+"""`edgekit build`: model in, one build directory out (written aside, then moved in place whole)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from . import __version__, target as targets
+from .errors import UsageError
+from .models import ModelConfig, count, count_onnx, layers
+
+BUILD_ROOT = Path("build")
+
+
+def default_dir(target: str, cfg: ModelConfig | None, model: Path | None) -> Path:
+    return BUILD_ROOT / (f"{target}-{Path(model).stem}" if model else f"{target}-{cfg.tag}")
+
+
+def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
+    if model is not None:
+        dims = [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim]
+        return {"arch": "custom", "alpha": None, "resolution": dims[2:], "classes": None,
+                "model_source": str(model), **count_onnx(onnx_model)}
+    cost = count(layers(cfg))
+    return {"arch": cfg.arch, "alpha": cfg.alpha, "resolution": list(cfg.resolution), "classes": cfg.classes,
+            "model_source": "edgekit" , "macs": cost["macs"], "params": cost["params"]}
+
+
+def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
+          out: Path | None = None, stage: Callable[[str], None] = lambda s: None) -> dict:
+    """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest."""
+    from .export import MODEL_SUFFIXES, check_file
+
+    board = targets.get(target)
+    if board.kind != "linux":
+        raise UsageError(f"target '{target}' ({board.kind}) has no artifact generator in this version: "
+                         "build for rpi4 meanwhile")
+    if model is not None:
+        check_file(model, "model", MODEL_SUFFIXES)
+        if weights is not None:
+            raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")
+    cfg = None if model is not None else (cfg or ModelConfig())
+    out = Path(out) if out else default_dir(target, cfg, model)
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        manifest = _build_into(tmp, board, cfg, model, weights, stage)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:  # an error or Ctrl-C leaves no half-written directory
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**manifest, "build_dir": str(out)}
+
+
+def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
+    import onnx
+    from . import export
+
+    stage("export ONNX")
+    onnx_model = export.user_onnx(model) if model is not None else export.mobilenet_onnx(cfg, weights)
+    onnx.save(onnx_model, str(d / "model.onnx"))
+    manifest = {"target": board.name, **_describe(cfg, onnx_model, model),
+                "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
+                "edgekit_version": __version__, "artifact": {"onnx": "model.onnx"}}
+    stage("import into TVM Relax")
+    from . import compiler
+    mod = compiler.import_onnx(onnx_model)
+    stage(f"compile for {board.name}")
+    lib = compiler.build_library(mod, board.section("tvm")["target"], d / "model.so", board.section("toolchain").get("cxx"))
+    manifest["artifact"]["library"] = lib.name
+    manifest["memory"] = {"artifact_bytes": lib.stat().st_size}
+    return manifest

@@ -1,0 +1,11 @@
+"""The two ways edgekit fails, each with its exit code (see ARCHITECTURE.md)."""
+
+
+class UsageError(Exception):
+    """Bad usage or input: exit 2. The message names the problem and the fix, in one line."""
+    exit_code = 2
+
+
+class WorkError(Exception):
+    """The work itself failed (validation mismatch, board error): exit 1."""
+    exit_code = 1

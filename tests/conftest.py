@@ -1,0 +1,30 @@
+"""Shared fixtures. TensorFlow-built models are cached per session: exporting one costs seconds."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parent.parent
+EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
+
+
+def run_edgekit(*args, cwd=None, timeout=600):
+    return subprocess.run([*EDGEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def onnx_models():
+    """Exported ONNX for a few small configurations, keyed by (arch, alpha, resolution, classes)."""
+    from edgekit.export import mobilenet_onnx
+    from edgekit.models import ModelConfig
+    cache = {}
+
+    def get(arch, alpha, res, classes):
+        key = (arch, alpha, res, classes)
+        if key not in cache:
+            cache[key] = mobilenet_onnx(ModelConfig(arch, alpha, (res, res) if isinstance(res, int) else res, classes))
+        return cache[key]
+    return get
