@@ -32,20 +32,22 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
           out: Path | None = None, stage: Callable[[str], None] = lambda s: None) -> dict:
     """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest."""
-    from .export import MODEL_SUFFIXES, check_file
+    from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
 
     board = targets.get(target)
     if board.kind != "linux":
         raise UsageError(f"target '{target}' ({board.kind}) has no artifact generator in this version: "
                          "build for rpi4 meanwhile")
+    if model is not None and weights is not None:
+        raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")
     if model is not None:
         check_file(model, "model", MODEL_SUFFIXES)
-        if weights is not None:
-            raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")
+    if weights is not None:
+        check_file(weights, "weights", WEIGHTS_SUFFIXES)
     cfg = None if model is not None else (cfg or ModelConfig())
     out = Path(out) if out else default_dir(target, cfg, model)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    new_parent = not out.parent.exists()
     try:
         tmp.mkdir(parents=True)
         manifest = _build_into(tmp, board, cfg, model, weights, stage)
@@ -53,8 +55,10 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    finally:  # an error or Ctrl-C leaves no half-written directory
+    finally:  # an error or Ctrl-C leaves no half-written directory, nor a build/ made just for it
         shutil.rmtree(tmp, ignore_errors=True)
+        if new_parent and out.parent.exists() and not any(out.parent.iterdir()):
+            out.parent.rmdir()
     return {**manifest, "build_dir": str(out)}
 
 

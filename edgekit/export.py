@@ -9,10 +9,20 @@ from .errors import UsageError
 
 OPSET = 13
 MODEL_SUFFIXES = (".onnx", ".keras", ".tflite")
+WEIGHTS_SUFFIXES = (".h5", ".keras")
 
 
 def _quiet_tensorflow():
+    """Import TensorFlow with its C++ start-up chatter (absl, oneDNN) kept off the user's stderr."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def check_file(path: Path, what: str, suffixes: tuple[str, ...]) -> Path:
@@ -25,25 +35,47 @@ def check_file(path: Path, what: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def keras_to_onnx(model):
-    """A Keras model with one NHWC image input as ONNX with an NCHW input named 'input'."""
+    """A Keras model with one NHWC image input as ONNX with an NCHW input 'input' and output 'output'."""
     _quiet_tensorflow()
     import tensorflow as tf
     import tf2onnx
 
     shape = tuple(model.inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:]:
-        raise UsageError(f"model input shape {shape} is not a fixed NHWC image: give it a fixed size")
+    if len(model.inputs) != 1 or len(shape) != 4 or None in shape[1:]:
+        raise UsageError(f"model input shape {shape} is not one fixed-size NHWC image: export it with a fixed size")
     spec = [tf.TensorSpec((1, *shape[1:]), tf.float32, name="input")]
-    onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET, inputs_as_nchw=["input"])
-    return onnx_model
+    # from_function, not from_keras: from_keras loses output names of Sequential models under Keras 3
+    fn = tf.function(lambda x: model(x, training=False))
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET, inputs_as_nchw=["input"])
+    return _rename_output(onnx_model, "output")
+
+
+def _rename_output(model, name: str):
+    old = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+        node.input[:] = [name if i == old else i for i in node.input]
+    model.graph.output[0].name = name
+    return model
 
 
 def load_weights(model, weights: Path):
-    weights = check_file(weights, "weights", (".h5", ".weights.h5", ".keras"))
+    """Load a Keras weights file strictly: Keras 3 only warns about layers it skips, edgekit refuses."""
+    import warnings
+    import numpy as np
+
+    weights = check_file(weights, "weights", WEIGHTS_SUFFIXES)
+    kernels = [v for v in model.weights if "kernel" in v.path]
+    before = [v.numpy().copy() for v in kernels]
     try:
-        model.load_weights(str(weights))
-    except Exception as e:  # Keras raises ValueError, OSError, KeyError... for foreign or broken files
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.load_weights(str(weights))
+        untouched = [v.path for v, b in zip(kernels, before) if np.array_equal(v.numpy(), b)]
+        if untouched:
+            raise ValueError(f"{len(untouched)} kernels not in the file, e.g. {untouched[0]}")
+    except Exception as e:  # Keras raises ValueError, OSError, KeyError, warnings... for foreign or broken files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UsageError(f"weights file '{weights}' does not fit this model ({first[:160]}): "
                          "use weights saved for the same --arch, --alpha and --classes") from None
 
@@ -75,6 +107,8 @@ def user_onnx(path: Path):
             _quiet_tensorflow()
             import tf2onnx
             model, _ = tf2onnx.convert.from_tflite(str(path), opset=OPSET)
+            if len(model.graph.input[0].type.tensor_type.shape.dim) == 4:  # NHWC image: convert again as NCHW
+                model, _ = tf2onnx.convert.from_tflite(str(path), opset=OPSET, inputs_as_nchw=[model.graph.input[0].name])
     except UsageError:
         raise
     except Exception as e:  # parsers raise many types for corrupt files; the user needs the file name
@@ -83,7 +117,10 @@ def user_onnx(path: Path):
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1:
         raise UsageError(f"model file '{path}' has {len(inputs)} inputs: edgekit deploys single-input models")
-    dims = [d.dim_value for d in inputs[0].type.tensor_type.shape.dim]
+    shape = inputs[0].type.tensor_type.shape
+    if shape.dim and shape.dim[0].dim_value <= 0:  # a free batch dimension: edgekit runs batch 1
+        shape.dim[0].dim_value = 1
+    dims = [d.dim_value for d in shape.dim]
     if not dims or any(d <= 0 for d in dims):
         raise UsageError(f"model file '{path}' has a dynamic input shape: export it with a fixed shape")
     if inputs[0].type.tensor_type.elem_type != 1:

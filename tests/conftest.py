@@ -12,7 +12,8 @@ EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
 
 
 def run_edgekit(*args, cwd=None, timeout=600):
-    return subprocess.run([*EDGEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    env = {**os.environ, "COLUMNS": "200"}  # rich wraps tables to the terminal; tests read whole names
+    return subprocess.run([*EDGEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

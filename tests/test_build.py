@@ -1,0 +1,114 @@
+"""`edgekit build`: the build directory, its manifest, TVM's output against ONNX Runtime, user models,
+and what is left behind when things fail."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from conftest import EDGEKIT, run_edgekit
+
+CONTRACT = {"target", "arch", "alpha", "resolution", "macs", "params", "artifact"}
+
+
+def _ort(model, x):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("key", [("v1", 0.25, 96, 2), ("v2", 0.35, 64, 10)])
+def test_tvm_host_build_matches_onnx_runtime(onnx_models, key):
+    import tvm
+    from tvm import relax
+    from edgekit.compiler import import_onnx
+    model = onnx_models(*key)
+    vm = relax.VirtualMachine(tvm.compile(import_onnx(model), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 3, key[2], key[2])).astype("float32")
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    assert np.abs(got - _ort(model, x)).max() <= 1e-4
+
+
+def test_build_rpi4_writes_contract_and_aarch64_library(tmp_path):
+    r = run_edgekit("build", "--target", "rpi4", "--alpha", "0.35", "--resolution", "96", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    d = tmp_path / "build" / "rpi4-v2-a0.35-r96"
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert CONTRACT <= set(manifest) and manifest["macs"] == 11_934_128 and manifest["resolution"] == [96, 96]
+    assert json.loads(r.stdout)["build_dir"] == "build/rpi4-v2-a0.35-r96"
+    lib = (d / manifest["artifact"]["library"]).read_bytes()
+    assert lib[:4] == b"\x7fELF" and int.from_bytes(lib[18:20], "little") == 183  # EM_AARCH64
+    assert (d / "model.onnx").is_file()
+    assert [p.name for p in (tmp_path / "build").iterdir()] == ["rpi4-v2-a0.35-r96"]  # no temporary left
+
+
+def test_targets_without_an_artifact_yet_are_refused(tmp_path):
+    r = run_edgekit("build", "--target", "jetson-nano", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "build").exists()
+
+
+def test_user_models_in_every_format(tmp_path, onnx_models):
+    import keras
+    import onnx
+    import tensorflow as tf
+    from edgekit.export import user_onnx
+    onnx.save(onnx_models("v1", 0.25, 96, 2), str(tmp_path / "m.onnx"))
+    keras.utils.set_random_seed(0)
+    small = keras.Sequential([keras.Input((40, 40, 3)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    small.save(tmp_path / "m.keras")
+    (tmp_path / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(small).convert())
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 40, 40, 3)).astype("float32")
+    for name in ("m.keras", "m.tflite"):
+        m = user_onnx(tmp_path / name)
+        dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+        got = _ort(m, x.transpose(0, 3, 1, 2) if dims == [1, 3, 40, 40] else x)
+        assert np.abs(got - small(x).numpy()).max() <= 1e-5, name
+    r = run_edgekit("build", "--target", "rpi4", "--model", tmp_path / "m.onnx", "--out", tmp_path / "out", "--json")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["arch"] == "custom" and manifest["macs"] == 7_489_664 and manifest["resolution"] == [96, 96]
+
+
+def test_corrupt_and_mismatched_files_are_usage_errors(tmp_path):
+    import keras
+    (tmp_path / "bad.onnx").write_bytes(os.urandom(256))
+    (tmp_path / "bad.weights.h5").write_bytes(os.urandom(256))
+    keras.applications.MobileNet(weights=None, alpha=0.25, input_shape=(96, 96, 3), classes=2).save_weights(
+        tmp_path / "v1.weights.h5")
+    for args in (["--model", "bad.onnx"], ["--weights", "bad.weights.h5"],
+                 ["--arch", "v2", "--alpha", "0.35", "--resolution", "96", "--weights", "v1.weights.h5"]):
+        r = run_edgekit("build", "--target", "rpi4", *args, cwd=tmp_path)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "build").exists()
+
+
+def test_official_keras_weights_load(tmp_path):
+    """A weights file saved from keras.applications loads into edgekit's model and gives the same outputs."""
+    import keras
+    import onnx
+    ref = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(64, 64, 3), classes=5)
+    ref.save_weights(tmp_path / "official.weights.h5")
+    r = run_edgekit("build", "--target", "rpi4", "--arch", "v2", "--alpha", "0.35", "--resolution", "64",
+                    "--classes", "5", "--weights", tmp_path / "official.weights.h5", "--out", tmp_path / "b")
+    assert r.returncode == 0, r.stderr
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
+    got = _ort(onnx.load(str(tmp_path / "b" / "model.onnx")), x.transpose(0, 3, 1, 2))
+    assert np.abs(got - ref(x).numpy()).max() <= 1e-5
+
+
+def test_ctrl_c_leaves_no_half_written_directory(tmp_path):
+    p = subprocess.Popen([*EDGEKIT, "build", "--target", "rpi4", "--alpha", "0.35", "--resolution", "96"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "build").glob(".*tmp*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    assert p.poll() is None, "the build ended before it could be interrupted"
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    assert not (tmp_path / "build").exists() or not list((tmp_path / "build").iterdir())
