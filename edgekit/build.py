@@ -35,9 +35,6 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
 
     board = targets.get(target)
-    if board.kind != "linux":
-        raise UsageError(f"target '{target}' ({board.kind}) has no artifact generator in this version: "
-                         "build for rpi4 meanwhile")
     if model is not None and weights is not None:
         raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")
     if model is not None:
@@ -76,7 +73,37 @@ def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
     from . import compiler
     mod = compiler.import_onnx(onnx_model)
     stage(f"compile for {board.name}")
-    lib = compiler.build_library(mod, board.section("tvm")["target"], d / "model.so", board.section("toolchain").get("cxx"))
-    manifest["artifact"]["library"] = lib.name
-    manifest["memory"] = {"artifact_bytes": lib.stat().st_size}
+    name = "model"
+    if board.kind == "cuda":
+        from .cuda import build_cuda
+        res = build_cuda(mod, board, d, name=name, model_hash=manifest["model_sha256"][:16])
+        manifest["artifact"].update(res.pop("artifact"))
+        manifest["cuda"] = res
+    elif board.kind == "mcu":
+        manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage))
+    else:
+        lib = compiler.build_library(mod, board.section("tvm")["target"], d / "model.so",
+                                     board.section("toolchain").get("cxx"))
+        manifest["artifact"]["library"] = lib.name
+        manifest["memory"] = {"artifact_bytes": lib.stat().st_size}
     return manifest
+
+
+def _build_c(d: Path, board, mod, name: str, sha256: str, stage) -> dict:
+    """edgekit's own C (kernels, orchestration, static arena) linked into the board's firmware."""
+    from .codegen import generate
+    from .firmware import build_firmware
+
+    c_dir = d / "c"
+    info = generate(mod, c_dir, name, mcpu=board.core)
+    stage(f"link firmware for {board.name}")
+    fw = build_firmware(board, c_dir, name, sha256[:16], d / "firmware")
+    memory = {**fw["memory"], "arena_bytes": info["arena_bytes"], "arena_lower_bound": info["arena_lower_bound"],
+              "weights_bytes": info["weights_bytes"]}
+    for what in ("flash", "ram"):
+        used, budget = memory[f"{what}_bytes"], memory.get(f"{what}_budget")
+        if budget and used > budget:
+            raise UsageError(f"the model needs {used:,} B of {what} on {board.name} ({used - budget:,} B over its "
+                             f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
+    return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},
+            "memory": memory, "layers": len(info["layers"])}

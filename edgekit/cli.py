@@ -99,6 +99,130 @@ def build(target: str = typer.Option(..., "--target", help="Board name (see `edg
     _print_manifest(console, manifest)
 
 
+PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
+HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
+BUILD_DIR = typer.Argument(..., help="A directory made by `edgekit build`.")
+
+
+@app.command()
+def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
+          emulate: bool = typer.Option(False, "--emulate", help="Boot it in the board's emulator and check it.")):
+    """Put a build on its board (pyocd, SSH) or boot it in the emulator, and check the model it reports."""
+    from . import board as boards
+    from . import target
+    manifest, _ = boards.load_build(build_dir)
+    tgt = target.get(manifest["target"])
+    if not (emulate or port or host):
+        from .flash import flash_board
+        flash_board(tgt, boards.program(build_dir))
+        return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")
+    with boards.connect(build_dir, port if not emulate else None, host) as (_, dev, source):
+        info = dev.info()
+    _console().print(f"{tgt.name} ({source}) runs model {info['name']} hash {info['hash']}: "
+                     f"input {info['input']:,} B, output {info['output']:,} B, arena {info['arena']:,} B")
+
+
+@app.command()
+def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
+             inputs: int = typer.Option(5, "--inputs", help="Number of seeded random inputs."),
+             npy: Optional[Path] = typer.Option(None, "--npy", help="Inputs from a .npy file instead."),
+             json_out: bool = JSON):
+    """Compare the board's outputs with ONNX Runtime on the build's model.onnx."""
+    from . import board as boards
+    from . import validate as v
+    x = v.make_inputs(v.input_shape(build_dir), inputs, npy)
+    with boards.connect(build_dir, port, host) as (manifest, dev, source):
+        result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x), "source": source}}
+    _show(result, json_out, _print_validation)
+    if not result["validation"]["passed"]:
+        raise WorkError(f"validation failed on {manifest['target']} ({source}): outputs differ from ONNX Runtime")
+
+
+@app.command()
+def bench(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
+          runs: int = typer.Option(5, "--runs", help="Inferences to time (the median is reported)."),
+          per_layer: bool = typer.Option(False, "--per-layer", help="Also time each kernel."),
+          json_out: bool = JSON):
+    """On-device latency from the board's own counter (instructions under an emulator)."""
+    from . import board as boards
+    from . import report, target
+    if runs < 1:
+        raise UsageError("--runs must be at least 1")
+    with boards.connect(build_dir, port, host) as (manifest, dev, source):
+        result = {**_contract(manifest),
+                  "latency": report.latency(dev, manifest, target.get(manifest["target"]), source, runs, per_layer)}
+    _show(result, json_out, _print_latency)
+
+
+@app.command()
+def run(target: str = typer.Option(..., "--target", help="Board name (see `edgekit targets`)."),
+        arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION, classes: int = CLASSES,
+        model: Optional[Path] = typer.Option(None, "--model", help="Your own model: .onnx, .keras or float .tflite."),
+        weights: Optional[Path] = typer.Option(None, "--weights", help="Keras weights file for the MobileNet."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Build directory."),
+        port: Optional[str] = PORT, host: Optional[str] = HOST,
+        inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
+        runs: int = typer.Option(3, "--runs", help="Inferences to time."), json_out: bool = JSON):
+    """Build, flash (or emulate), validate and bench in one go."""
+    from . import board as boards
+    from . import report, validate as v
+    from . import target as targets
+    from .build import build as run_build
+    cfg = None if model else _config(arch, alpha, resolution, classes)
+    board = targets.get(target)
+    with _console().status("starting") as status:
+        manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s))
+        build_dir = Path(manifest["build_dir"])
+        status.update("start the board" + (" emulator" if not (port or host) else ""))
+        with boards.connect(build_dir, port, host) as (_, dev, source):
+            status.update("validate against ONNX Runtime")
+            val = {**v.run(dev, build_dir, v.make_inputs(v.input_shape(build_dir), inputs)), "source": source}
+            status.update("bench")
+            lat = report.latency(dev, manifest, board, source, runs)
+    result = {**manifest, "validation": val, "latency": lat}
+    _show(result, json_out, lambda c, r: (_print_manifest(c, r), _print_validation(c, r), _print_latency(c, r)))
+    if not val["passed"]:
+        raise WorkError(f"validation failed on {target} ({source}): outputs differ from ONNX Runtime")
+
+
+def _contract(m: dict) -> dict:
+    return {k: m.get(k) for k in ("target", "arch", "alpha", "resolution", "macs", "params", "artifact", "memory")}
+
+
+def _show(result, json_out, table):
+    if json_out:
+        return _print_json(result)
+    table(_console(), result)
+
+
+def _print_validation(console, r):
+    from rich.table import Table
+    v = r["validation"]
+    table = Table("metric", "value", "tolerance", title=f"validation on {r['target']} ({v['source']}), "
+                  f"{v['inputs']} inputs: {'PASSED' if v['passed'] else 'FAILED'}")
+    for k in ("max_abs_err", "rmse", "cosine", "top1_agreement"):
+        tol = v["tolerance"].get(k)
+        table.add_row(k, f"{v[k]:.3g}", "" if tol is None else (f"<= {tol:.3g}" if k == "max_abs_err" else f">= {tol:g}"))
+    console.print(table)
+
+
+def _print_latency(console, r):
+    lat = r["latency"]
+    unit = lat["unit"]
+    label = "EMULATOR" if lat["source"] == "emulator" else "device"
+    console.print(f"latency on {r['target']} ({label}): median {lat[unit]:,.0f} {unit} over {lat['runs']} runs, "
+                  f"{lat['ms']:.3f} ms" + (f" ({lat['note']})" if "note" in lat else ""))
+    per = [k for k in lat if k.startswith("macs_per_")]
+    if per and lat[per[0]]:
+        console.print(f"{r['macs']:,} MACs: {lat[per[0]]:.3f} {per[0].replace('_', ' ')}")
+    if "layers" in lat:
+        from rich.table import Table
+        table = Table("layer", unit, "share", title=f"per layer ({label})")
+        for row in lat["layers"]:
+            table.add_row(row["name"], f"{row[unit]:,}", f"{row['share']:.1%}")
+        console.print(table)
+
+
 def _print_manifest(console, m):
     from rich.table import Table
     table = Table("key", "value", title=f"built {m['build_dir']}", show_header=False)

@@ -1,0 +1,66 @@
+"""Reach the board a build directory is for: a given serial URL, the board's emulator, or SSH.
+
+`connect` yields the build's manifest and an open `link.Device` already checked to run this build's
+model (by the hash of model.onnx), and always tears down what it started (emulator, ssh)."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+from . import target as targets
+from .errors import UsageError
+
+
+def load_build(build_dir: Path) -> tuple[dict, Path]:
+    build_dir = Path(build_dir)
+    path = build_dir / "manifest.json"
+    if not path.is_file():
+        raise UsageError(f"{build_dir} is not a build directory (no manifest.json): run `edgekit build` first")
+    return json.loads(path.read_text()), build_dir
+
+
+def program(build_dir: Path) -> Path:
+    """The program the board runs: firmware ELF, or the Linux runner binary."""
+    manifest, build_dir = load_build(build_dir)
+    fw = manifest.get("artifact", {}).get("firmware")
+    if not fw:
+        raise UsageError(f"{build_dir} holds no firmware for a serial link ({manifest['target']}): "
+                         "rebuild it with this version of edgekit")
+    return build_dir / fw
+
+
+@contextmanager
+def connect(build_dir: Path, port: str | None = None, host: str | None = None, timeout: float = 5.0):
+    """(manifest, Device, source): source is 'emulator' when edgekit started the board's emulator."""
+    from .flash import emulate
+    from .link import Device
+
+    manifest, build_dir = load_build(build_dir)
+    board = targets.get(manifest["target"])
+    if port and host:
+        raise UsageError("give --port or --host, not both")
+    if host:
+        where, source = _ssh(build_dir, manifest, host), "device"
+    elif port:
+        where, source = nullcontext(port), "device"
+    elif board.emulator:
+        where, source = emulate(board, program(build_dir)), "emulator"
+    else:
+        raise UsageError(f"{board.name} has no emulator: connect the board and pass --port URL (e.g. /dev/ttyACM0)")
+    with where as url, Device(url, timeout=timeout) as dev:
+        dev.check_model(manifest["model_sha256"])
+        yield manifest, dev, source
+
+
+def _ssh(build_dir: Path, manifest: dict, host: str):
+    from . import remote
+    art = manifest["artifact"]
+    remote_dir = f"edgekit/{build_dir.resolve().name}"
+    if "cuda" in manifest:
+        from .cuda import deploy_files, runner_argv
+        remote.deploy(host, deploy_files(build_dir, art), remote_dir)
+        return remote.start(host, remote_dir, runner_argv(art))
+    fw = program(build_dir)
+    remote.deploy(host, [fw], remote_dir)
+    return remote.start(host, remote_dir, [f"./{fw.name}"])

@@ -1,0 +1,64 @@
+"""Relax IRModule -> a self-contained C library: TVM's C kernels plus edgekit's orchestration and arena."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .plan import Buffer, plan
+
+
+def _buffers(prog):
+    """Planner buffers: one per arena tensor (reshape aliases merged into their source), one per kernel
+    workspace live only during its kernel. Returns (buffers, keys)."""
+    span = {}
+    for i, c in enumerate(prog.calls):
+        for a in c.args:
+            r = prog.root(a)
+            if prog.tensors[r].kind == "act":
+                lo, hi = span.get(r, (i, i))
+                span[r] = (min(lo, i), max(hi, i))
+    keys = list(span) + [("ws", i) for i, c in enumerate(prog.calls) if prog.kernels[c.kernel].workspace_bytes]
+    bufs = [Buffer(prog.tensors[k].nbytes, *span[k]) if isinstance(k, str)
+            else Buffer(prog.kernels[prog.calls[k[1]].kernel].workspace_bytes, k[1], k[1]) for k in keys]
+    return bufs, keys
+
+
+def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: bool = True) -> dict:
+    """Write model.h, model.c, kernels.c, runtime.h, shim.c and README.md to out_dir; return a summary.
+    mcpu (e.g. "cortex-m4") goes into the C target TVM lowers for; schedule=False keeps TVM's default
+    (workspace-hungry) kernels, which tests use to exercise the workspace path."""
+    from . import emit
+    from .lower import lower
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ValueError(f"model name {name!r} must be a lower-case C identifier")
+    target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
+    prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule)
+    bufs, keys = _buffers(prog)
+    p = plan(bufs, align=emit.ALIGN)
+    offsets = {k: o for k, o in zip(keys, p.offsets) if isinstance(k, str)}
+    ws = {k[1]: (o, b.size) for k, o, b in zip(keys, p.offsets, bufs) if not isinstance(k, str)}
+    tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
+    info = {
+        "name": name, "input_bytes": tin.nbytes, "output_bytes": tout.nbytes,
+        "input_shape": list(tin.shape), "output_shape": list(tout.shape),
+        "arena_bytes": p.arena_bytes, "arena_lower_bound": p.lower_bound,
+        "weights_bytes": sum(t.nbytes for t in prog.tensors.values() if t.kind == "const"),
+        # name: as in the C layer_names; kernel: its C function; tensor: the Relax binding it computes
+        "layers": [{"name": c.kernel, "kernel": prog.kernels[c.kernel].name, "tensor": c.name,
+                    "workspace_bytes": prog.kernels[c.kernel].workspace_bytes,
+                    "output_shape": list(prog.tensors[c.args[-1]].shape)} for c in prog.calls],
+    }
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "model.h": emit.model_h(name, info),
+        "model.c": emit.model_c(name, prog, offsets, ws, p.arena_bytes),
+        "runtime.h": emit.runtime_h(name, prog),
+        "kernels.c": emit.kernels_c(name, prog),
+        "shim.c": emit.shim_c(name),
+        "README.md": emit.readme(name, info, mcpu),
+    }
+    for fname, text in files.items():
+        (out_dir / fname).write_text(text)
+    info["files"] = [str(out_dir / f) for f in files]
+    return info
