@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user \
-	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu binutils-aarch64-linux-gnu clang openssh-server openssh-client
+	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu clang libclang-rt-14-dev openssh-server openssh-client
 
 .PHONY: test demo bench deps apt venv
 

@@ -1,0 +1,298 @@
+/* ek_protocol.c: the MLPerf Tiny / EEMBC text protocol and edgekit's ek-* extensions (firmware/README.md).
+   Every argument is checked; a bad command gets one e-[...] line and the loop keeps serving. No printf:
+   newlib-nano prints neither floats nor 64-bit integers, and a fuzzer is happier without it. */
+#include <string.h>
+#include "ek_crc32.h"
+#include "ek_model_config.h"
+#include "ek_port.h"
+#include "ek_protocol.h"
+
+#define CMD_MAX 80 /* the EEMBC limit on a command */
+#define MAX_ARGS 6
+#ifndef EK_MAX_ITERS
+#define EK_MAX_ITERS 100000000u /* bounds infer/ek-time so a typo cannot wedge the board for days */
+#endif
+#ifndef EK_LOAD_TIMEOUT_MS
+#define EK_LOAD_TIMEOUT_MS 500 /* silence that ends a binary load, so a dropped byte cannot wedge it */
+#endif
+
+static uint32_t in_buf[(EK_MODEL_INPUT_BYTES + 3) / 4], out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4]; /* word aligned */
+#define IN ((uint8_t *)in_buf)
+#define OUT ((uint8_t *)out_buf)
+static uint32_t db_want, db_have; /* db load: bytes announced / received so far */
+static int have_results;
+static uint64_t stamps[EK_MODEL_NUM_LAYERS + 1];
+static char obuf[96];
+static size_t olen;
+
+/* ---- output: whole lines go to the port at once ---- */
+static void flush(void) { ek_port_write(obuf, olen); olen = 0; }
+static void put(const char *s) {
+  while (*s) { if (olen == sizeof obuf) flush(); obuf[olen++] = *s++; }
+}
+static void endl(void) { put("\r\n"); flush(); }
+static void put_u64(uint64_t v) {
+  char b[21], *p = b + 20;
+  *p = 0;
+  do *--p = (char)('0' + v % 10); while (v /= 10);
+  put(p);
+}
+static void put_hex(uint32_t v, int digits) {
+  char b[9];
+  for (int i = digits - 1; i >= 0; i--, v >>= 4) b[i] = "0123456789abcdef"[v & 15];
+  b[digits] = 0;
+  put(b);
+}
+static void put_float(float f) { /* 7 significant digits, d.dddddde+-XX: plenty for a text check */
+  if (f != f) { put("nan"); return; }
+  if (f < 0) { put("-"); f = -f; }
+  if (f > 3.4028235e38f) { put("inf"); return; }
+  if (f == 0) { put("0"); return; }
+  int e = 0;
+  while (f >= 10.f) { f /= 10.f; e++; }
+  while (f < 1.f) { f *= 10.f; e--; }
+  uint32_t m = (uint32_t)(f * 1e6f + 0.5f);
+  if (m >= 10000000u) { m /= 10; e++; }
+  put_u64(m / 1000000u); put(".");
+  char d[7];
+  for (int i = 5; i >= 0; i--, m /= 10) d[i] = (char)('0' + m % 10);
+  d[6] = 0;
+  put(d); put(e < 0 ? "e-" : "e+");
+  if (e < 0) e = -e;
+  if (e < 10) put("0");
+  put_u64((uint64_t)e);
+}
+static void line(const char *a, const char *b) { put(a); put(b); endl(); }
+static void err(const char *msg) { line("e-[", msg); } /* msg carries the closing bracket */
+
+/* ---- parsing ---- */
+static int parse_u32(const char *s, uint32_t *v) { /* decimal, no sign, no overflow */
+  uint64_t x = 0;
+  if (!*s) return 0;
+  for (; *s; s++) if (*s < '0' || *s > '9' || (x = x * 10 + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) return 0;
+  *v = (uint32_t)x;
+  return 1;
+}
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+static int parse_hex32(const char *s, uint32_t *v) {
+  size_t n = strlen(s);
+  if (n == 0 || n > 8) return 0;
+  for (*v = 0; *s; s++) { int h = hexval(*s); if (h < 0) return 0; *v = *v << 4 | (uint32_t)h; }
+  return 1;
+}
+
+/* ---- the model ---- */
+static int run_model(void) {
+  int rc = EK_MODEL_RUN(in_buf, out_buf);
+  have_results = rc == 0;
+  if (rc) err("Model run failed]");
+  return rc;
+}
+static int run_n(uint32_t n) { while (n--) if (run_model()) return -1; return 0; }
+static void lap(void) { put("m-lap-us-"); put_u64(ek_port_counter() / ek_port_counter_per_us); endl(); }
+static void results(void) {
+  put("m-results-[");
+  for (uint32_t i = 0; i < EK_MODEL_OUTPUT_BYTES / 4; i++) {
+    float f;
+    memcpy(&f, OUT + 4 * i, 4);
+    if (i) put(",");
+    put_float(f);
+  }
+  put("]"); endl();
+}
+static void hook(int layer) {
+  if (layer >= 0 && layer < EK_MODEL_NUM_LAYERS) stamps[layer + 1] = ek_port_counter();
+}
+
+/* ---- standard commands ---- */
+static void cmd_db(int argc, char **argv) {
+  uint32_t n, off = 0;
+  if (argc == 3 && !strcmp(argv[1], "load")) {
+    if (!parse_u32(argv[2], &n) || n == 0 || n > EK_MODEL_INPUT_BYTES) {
+      put("e-[db load: N must be 1.."); put_u64(EK_MODEL_INPUT_BYTES); put("]"); endl(); return;
+    }
+    db_want = n; db_have = 0;
+    put("m-[Expecting "); put_u64(n); put(" bytes]"); endl();
+  } else if (argc >= 2 && argc <= 4 && !strcmp(argv[1], "print")) {
+    n = 16;
+    if ((argc > 2 && !parse_u32(argv[2], &n)) || (argc > 3 && !parse_u32(argv[3], &off)) ||
+        n > EK_MODEL_INPUT_BYTES || off > EK_MODEL_INPUT_BYTES - n) { err("db print: N offset out of range]"); return; }
+    for (uint32_t i = 0; i < n; i++) {
+      if (i % 8 == 0) put("m-buffer");
+      put("-"); put_hex(IN[off + i], 2);
+      if (i % 8 == 7 || i == n - 1) endl();
+    }
+  } else if (argc == 2 && strcmp(argv[1], "load")) {
+    size_t len = strlen(argv[1]);
+    if (!db_want) { err("db: no load in progress, send db load N first]"); return; }
+    if (len % 2) { err("db: odd number of hex digits]"); return; }
+    for (size_t i = 0; i < len; i++) if (hexval(argv[1][i]) < 0) { err("db: not a hex digit]"); return; }
+    if (len / 2 > db_want - db_have) { err("db: more bytes than db load announced]"); return; }
+    for (size_t i = 0; i < len; i += 2) IN[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
+    if (db_have == db_want) { db_want = 0; line("m-load-done", ""); }
+  } else err("db: use db load N, db HEX or db print [N] [offset]]");
+}
+
+static void cmd_infer(int argc, char **argv) {
+  uint32_t n = 0, w = 10;
+  if (argc < 2 || argc > 3 || !parse_u32(argv[1], &n) || n == 0) { err("Inference iterations must be >0]"); return; }
+  if (argc == 3 && !parse_u32(argv[2], &w)) { err("infer: warmup W must be a number >= 0]"); return; }
+  if (n > EK_MAX_ITERS || w > EK_MAX_ITERS) { err("infer: too many iterations]"); return; }
+  put("m-warmup-start-"); put_u64(w); endl();
+  if (run_n(w)) return;
+  line("m-warmup-done", "");
+  put("m-infer-start-"); put_u64(n); endl();
+  lap();
+  if (run_n(n)) return;
+  lap();
+  line("m-infer-done", "");
+  results();
+}
+
+/* ---- edgekit extensions ---- */
+static void cmd_info(void) {
+  put("m-ek-info-name="); put(EK_MODEL_NAME);
+  put(" hash="); put(EK_MODEL_HASH);
+  put(" board="); put(EK_BOARD_NAME);
+  put(" input="); put_u64(EK_MODEL_INPUT_BYTES);
+  put(" output="); put_u64(EK_MODEL_OUTPUT_BYTES);
+  put(" arena="); put_u64(EK_MODEL_ARENA_BYTES);
+  put(" layers="); put_u64(EK_MODEL_NUM_LAYERS);
+  put(" counter="); put(ek_port_counter_name);
+  put(" per_us="); put_u64(ek_port_counter_per_us);
+  put(" timer="); put(ek_port_timer);
+  endl();
+}
+
+static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw bytes follow m-ek-load-ready */
+  uint32_t n, crc, off = 0, got = 0;
+  if (argc < 3 || argc > 4 || !parse_u32(argv[1], &n) || !parse_hex32(argv[2], &crc) ||
+      (argc == 4 && !parse_u32(argv[3], &off)) || n == 0 || n > EK_MODEL_INPUT_BYTES || off > EK_MODEL_INPUT_BYTES - n) {
+    put("e-[ek-load: use ek-load N CRC32HEX [OFFSET] with 0 < N, N+OFFSET <= "); put_u64(EK_MODEL_INPUT_BYTES);
+    put("]"); endl(); return;
+  }
+  put("m-ek-load-ready-"); put_u64(n); endl();
+  for (; got < n; got++) {
+    int c = ek_port_getc(EK_LOAD_TIMEOUT_MS);
+    if (c < 0) break;
+    IN[off + got] = (uint8_t)c;
+  }
+  if (got < n) { put("e-[ek-load: timeout after "); put_u64(got); put(" of "); put_u64(n); put(" bytes]"); endl(); return; }
+  uint32_t have = ek_crc32(0, IN + off, n);
+  if (have != crc) {
+    put("e-[ek-load: crc mismatch, got "); put_hex(have, 8); put(" expected "); put_hex(crc, 8); put("]"); endl();
+    return;
+  }
+  put("m-ek-load-done-"); put_hex(have, 8); endl();
+}
+
+static void cmd_read(int argc, char **argv) { /* ek-read [N [OFFSET]]: header line, N raw bytes, CRLF */
+  uint32_t n = EK_MODEL_OUTPUT_BYTES, off = 0;
+  if (argc > 3 || (argc > 1 && !parse_u32(argv[1], &n)) || (argc > 2 && !parse_u32(argv[2], &off)) ||
+      n > EK_MODEL_OUTPUT_BYTES || off > EK_MODEL_OUTPUT_BYTES - n) { err("ek-read: N offset out of range]"); return; }
+  if (!have_results) { err("ek-read: no results, run infer or ek-time first]"); return; }
+  put("m-ek-read-"); put_u64(n); put("-"); put_hex(ek_crc32(0, OUT + off, n), 8); endl();
+  ek_port_write(OUT + off, n);
+  endl();
+}
+
+static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT line per inference */
+  uint32_t n;
+  if (argc != 2 || !parse_u32(argv[1], &n) || n == 0 || n > EK_MAX_ITERS) {
+    err("ek-time: use ek-time N with N > 0]");
+    return;
+  }
+  while (n--) {
+    uint64_t t0 = ek_port_counter();
+    if (run_model()) return;
+    put("m-ek-time-"); put_u64(ek_port_counter() - t0); endl();
+  }
+}
+
+static void cmd_profile(void) { /* one inference; the layer hook stamps the counter after each kernel */
+  EK_MODEL_LAYER_HOOK = hook;
+  stamps[0] = ek_port_counter();
+  for (int i = 1; i <= EK_MODEL_NUM_LAYERS; i++) stamps[i] = stamps[0];
+  int rc = run_model();
+  EK_MODEL_LAYER_HOOK = 0;
+  if (rc) return;
+  for (int i = 0; i < EK_MODEL_NUM_LAYERS; i++) {
+    put("m-ek-layer-"); put_u64((uint64_t)i); put("-");
+    put_u64(stamps[i + 1] > stamps[i] ? stamps[i + 1] - stamps[i] : 0); put("-");
+    put(EK_MODEL_LAYER_NAMES[i]); endl();
+  }
+}
+
+static void help(void) {
+  static const char *const text[] = {
+    EK_BOARD_NAME " edgekit firmware, MLPerf Tiny / EEMBC protocol; end each command with %",
+    "name                 print the board name",
+    "profile              print the benchmark profile and model",
+    "timestamp            print microseconds since boot",
+    "db load N            expect N input bytes, then db HEX... to send them",
+    "db print [N] [off]   print N (16) input bytes from offset off as hex",
+    "infer N [W]          W (10) warm-up runs, then N timed runs; print the results",
+    "results              print the last results",
+    "ek-info              model name, hash, sizes, layers, board, counter",
+    "ek-load N CRC [off]  N raw input bytes at offset off, checked against CRC-32 (hex)",
+    "ek-read [N] [off]    raw output bytes after a header with their CRC-32",
+    "ek-time N            N inferences, one counter reading each",
+    "ek-profile           one inference, counter per layer"};
+  for (size_t i = 0; i < sizeof text / sizeof *text; i++) line(text[i], "");
+}
+
+static void dispatch(char *s) {
+  char *argv[MAX_ARGS];
+  int argc = 0;
+  for (;;) { /* split on spaces in place (newlib's strtok drags in malloc and printf) */
+    while (*s == ' ') *s++ = 0;
+    if (!*s) break;
+    if (argc == MAX_ARGS) { err("Too many arguments]"); return; }
+    argv[argc++] = s;
+    while (*s && *s != ' ') s++;
+  }
+  if (argc == 0) return; /* a bare % only asks for m-ready: hosts resynchronise with it */
+  const char *c = argv[0];
+  if (!strcmp(c, "name")) line("m-name-dut-[" EK_BOARD_NAME "]", "");
+  else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" EK_MODEL_NAME "]", "");
+  else if (!strcmp(c, "help")) help();
+  else if (!strcmp(c, "timestamp")) lap();
+  else if (!strcmp(c, "db")) cmd_db(argc, argv);
+  else if (!strcmp(c, "infer")) cmd_infer(argc, argv);
+  else if (!strcmp(c, "results")) { if (have_results) results(); else err("No results: run infer first]"); }
+  else if (!strcmp(c, "ek-info")) cmd_info();
+  else if (!strcmp(c, "ek-load")) cmd_load(argc, argv);
+  else if (!strcmp(c, "ek-read")) cmd_read(argc, argv);
+  else if (!strcmp(c, "ek-time")) cmd_time(argc, argv);
+  else if (!strcmp(c, "ek-profile")) cmd_profile();
+  else { put("e-[Unknown command: "); put(c); put("]"); endl(); }
+}
+
+void ek_boot(void) {
+  db_want = db_have = 0;
+  have_results = 0;
+  olen = 0;
+  line("m-timestamp-mode-performance", "");
+  line("m-init-done", "");
+  line("m-ready", "");
+}
+
+int ek_step(void) {
+  char s[CMD_MAX + 1];
+  size_t n = 0;
+  int too_long = 0;
+  for (;;) {
+    int c = ek_port_getc(0);
+    if (c == EK_EOF) return -1;
+    if (c == '%') break;
+    if (c < 0 || c == '\r' || c == '\n') continue;
+    if (n < CMD_MAX) s[n++] = (char)c; else too_long = 1;
+  }
+  s[n] = 0;
+  if (too_long) err("Command too long: at most 80 characters]");
+  else dispatch(s);
+  line("m-ready", "");
+  return 0;
+}

@@ -1,0 +1,197 @@
+"""edgekit.link and edgekit.flash: fault injection between host and QEMU, silent and wrong ports, model
+hash checks, the Linux port under qemu-aarch64 and over TCP, and emulator clean-up."""
+import os
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import tty
+
+import numpy as np
+import pytest
+
+from edgekit import firmware, flash, target
+from edgekit.errors import UsageError, WorkError
+from edgekit.link import Device
+
+HASH = "5eed" * 16
+needs_qemu = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                                reason="arm-none-eabi-gcc and qemu-system-arm needed")
+
+
+def reference(x):
+    s = np.float32(0)
+    for v in x * np.float32(0.5):
+        s = np.float32(s + v)
+    return s * np.arange(1, 5, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return firmware.fake_model(tmp_path_factory.mktemp("fake"))
+
+
+@pytest.fixture(scope="module")
+def elf(model, tmp_path_factory):
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("arm-none-eabi-gcc and qemu-system-arm needed")
+    return firmware.build_firmware(target.get("mps2-an386"), model, "fake", HASH, tmp_path_factory.mktemp("fw"))["firmware"]
+
+
+class Proxy:
+    """A pty the host opens, forwarding to the device's pty; `fault` damages one byte once, on the way
+    in (the 10th byte of an ek-load payload) or out (the 3rd byte of an ek-read payload)."""
+
+    def __init__(self, device_pty: str, fault: str):
+        self.dev = os.open(device_pty, os.O_RDWR | os.O_NOCTTY)
+        self.master, slave = os.openpty()
+        for fd in (self.dev, self.master, slave):
+            tty.setraw(fd)
+        self.url, self.slave = os.ttyname(slave), slave
+        self.fault, self.countdown, self.seen, self.fired, self.stop = fault, -1, b"", False, False
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def damage(self, data: bytes, trigger: bytes, skip: int) -> bytes:
+        """Pass data on, hitting the byte `skip` bytes after the first line (ended by % or LF) holding `trigger`."""
+        out = bytearray()
+        for b in data:
+            if self.countdown == 0:
+                self.countdown, self.fired = -2, True
+                if self.fault == "drop":
+                    continue
+                b ^= 0x5A
+            elif self.countdown > 0:
+                self.countdown -= 1
+            out.append(b)
+            self.seen = (self.seen + bytes([b]))[-40:]
+            if self.countdown == -1 and b in b"%\n" and trigger in self.seen:
+                self.countdown = skip
+        return bytes(out)
+
+    def run(self):
+        while not self.stop:
+            for fd in select.select([self.dev, self.master], [], [], 0.05)[0]:
+                data = os.read(fd, 4096)
+                if fd == self.master:
+                    os.write(self.dev, self.damage(data, b"ek-load", 9) if self.fault in ("drop", "corrupt") else data)
+                else:
+                    os.write(self.master, self.damage(data, b"m-ek-read-", 2) if self.fault == "corrupt-output" else data)
+
+    def close(self):
+        self.stop = True
+        self.thread.join()
+        for fd in (self.dev, self.master, self.slave):
+            os.close(fd)
+
+
+@needs_qemu
+@pytest.mark.parametrize("fault", ["drop", "corrupt", "corrupt-output"])
+def test_damaged_transfer_is_detected_and_retried(elf, fault):
+    x = np.random.default_rng(3).standard_normal(64).astype(np.float32)
+    with flash.emulate(target.get("mps2-an386"), elf) as url:
+        proxy = Proxy(url, fault)
+        try:
+            with Device(proxy.url, timeout=3, chunk=128) as dev:
+                out = dev.infer(x.tobytes())
+                assert proxy.fired and dev.retried == 1
+                np.testing.assert_array_equal(np.frombuffer(out, np.float32), reference(x))
+        finally:
+            proxy.close()
+
+
+def test_silent_port_raises_work_error():
+    master, slave = os.openpty()  # nobody answers on the other side
+    try:
+        with pytest.raises(WorkError, match="no reply from"):
+            Device(os.ttyname(slave), timeout=1)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.parametrize("url", ["/dev/edgekit-no-such-port", "loop://"])
+def test_wrong_port_raises_work_error(url):
+    with pytest.raises(WorkError):
+        Device(url, timeout=1)
+
+
+@needs_qemu
+def test_hash_check(elf):
+    with flash.emulate(target.get("mps2-an386"), elf) as url, Device(url, timeout=3) as dev:
+        assert dev.check_model(HASH)["name"] == "fake"
+        with pytest.raises(WorkError, match="runs model 'fake' .* not the expected ffffffff"):
+            dev.check_model("f" * 64)
+        with pytest.raises(UsageError, match="takes 256"):
+            dev.load_input(b"123")
+
+
+def children() -> set[int]:
+    pids = set()
+    for p in os.listdir("/proc"):
+        try:
+            if p.isdigit() and int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                pids.add(int(p))
+        except OSError:
+            pass
+    return pids
+
+
+@needs_qemu
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_emulator_always_ends(elf, exc):
+    before = children()
+    with pytest.raises(exc):
+        with flash.emulate(target.get("mps2-an386"), elf):
+            qemu = children() - before
+            assert qemu
+            raise exc
+    assert not (children() & qemu)
+
+
+def test_flash_board_needs_pyocd(monkeypatch, tmp_path):
+    monkeypatch.setattr(flash.shutil, "which", lambda exe: None)
+    with pytest.raises(UsageError, match="pip install pyocd"):
+        flash.flash_board(target.get("nucleo-l4r5zi"), tmp_path / "x.elf")
+    with pytest.raises(UsageError, match="emulate"):
+        flash.flash_board(target.get("mps2-an386"), tmp_path / "x.elf")
+
+
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-gcc") and shutil.which("qemu-aarch64")),
+                    reason="aarch64 cross gcc and qemu-user needed (apt-get install gcc-aarch64-linux-gnu qemu-user)")
+def test_linux_port_under_qemu_aarch64(model, tmp_path):
+    t = target.get("rpi4")
+    binary = firmware.build_firmware(t, model, "fake", HASH, tmp_path)["firmware"]
+    x = np.random.default_rng(4).standard_normal(64).astype(np.float32)
+    with flash.emulate(t, binary) as url, Device(url, timeout=5) as dev:
+        assert dev.check_model(HASH)["board"] == "rpi4" and dev.counter == "ns"
+        np.testing.assert_array_equal(np.frombuffer(dev.infer(x.tobytes()), np.float32), reference(x))
+        assert len(dev.measure(3)) == 3 and [n for n, _ in dev.profile()] == ["scale", "sum", "dense"]
+
+
+def test_linux_port_over_tcp(model, tmp_path):
+    (tmp_path / "ek_model_config.h").write_text(firmware.model_config("fake", HASH, "host"))
+    srcs, incs = firmware.port_sources("linux")
+    prog = firmware.compile_c("gcc", srcs + sorted(firmware.COMMON.glob("*.c")) + sorted(model.glob("*.c")),
+                              [tmp_path, model, firmware.COMMON, *incs], ["-O1"], tmp_path / "fw")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(prog), "--tcp", str(port)], stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):  # until it listens
+            try:
+                dev = Device(f"socket://127.0.0.1:{port}", timeout=2)
+                break
+            except WorkError:
+                if proc.poll() is not None:
+                    pytest.fail(proc.stderr.read().decode())
+        x = np.arange(64, dtype=np.float32)
+        with dev:
+            np.testing.assert_array_equal(np.frombuffer(dev.infer(x.tobytes()), np.float32), reference(x))
+        with Device(f"socket://127.0.0.1:{port}", timeout=2) as again:  # the next client is served too
+            assert again.info()["counter"] == "ns"
+    finally:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,213 @@
+"""The protocol core: every EEMBC command and ek-* extension on both QEMU boards, and the core under
+AddressSanitizer (random and malformed commands) and libFuzzer."""
+import random
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgekit import firmware, flash, target
+from edgekit.link import Device, DeviceError
+
+HASH = "c0ffee00" * 8
+COMMON = firmware.FIRMWARE / "common"
+needs_qemu = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                                reason="arm-none-eabi-gcc and qemu-system-arm needed (apt-get install "
+                                       "gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm)")
+
+
+def reference(x: np.ndarray, n_out: int = 4) -> np.ndarray:
+    """The fake model in float32, summing in the firmware's order."""
+    s = np.float32(0)
+    for v in x * np.float32(0.5):
+        s = np.float32(s + v)
+    return s * np.arange(1, n_out + 1, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return firmware.fake_model(tmp_path_factory.mktemp("fake"))
+
+
+@pytest.fixture(scope="module", params=["mps2-an386", "mps2-an500"])
+def board(request, model, tmp_path_factory):
+    if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
+        pytest.skip("arm-none-eabi-gcc and qemu-system-arm needed")
+    t = target.get(request.param)
+    elf = firmware.build_firmware(t, model, "fake", HASH, tmp_path_factory.mktemp(t.name))["firmware"]
+    with flash.emulate(t, elf) as url, Device(url, timeout=3) as dev:
+        yield t, elf, dev
+
+
+@needs_qemu
+def test_results_before_any_inference(board):
+    t, elf, _ = board
+    with flash.emulate(t, elf) as url, Device(url, timeout=3) as dev:  # a fresh boot
+        with pytest.raises(DeviceError, match=r"e-\[No results"):
+            dev.command("results")
+        with pytest.raises(DeviceError, match=r"e-\[ek-read: no results"):
+            dev.command("ek-read")
+
+
+@needs_qemu
+def test_standard_commands(board):
+    t, _, dev = board
+    assert dev.command("name") == [f"m-name-dut-[{t.name}]"]
+    assert dev.command("profile") == ["m-profile-[ULPMark for tinyML Firmware V0.0.1]", "m-model-[fake]"]
+    assert any(ln.startswith("infer N [W]") for ln in dev.command("help"))
+    t0, t1 = (int(dev.command("timestamp")[0].removeprefix("m-lap-us-")) for _ in range(2))
+    assert 0 < t0 <= t1
+    x = np.random.default_rng(1).standard_normal(64).astype(np.float32)
+    raw = x.tobytes()
+    assert dev.command(f"db load {len(raw)}") == [f"m-[Expecting {len(raw)} bytes]"]
+    for i in range(0, len(raw), 31):  # the EEMBC runner's 31 bytes a line
+        reply = dev.command("db " + raw[i:i + 31].hex())
+        assert reply == (["m-load-done"] if i + 31 >= len(raw) else [])
+    assert dev.command("db print 10 3") == ["m-buffer-" + "-".join(f"{b:02x}" for b in raw[3:11]),
+                                            "m-buffer-" + "-".join(f"{b:02x}" for b in raw[11:13])]
+    assert len(dev.command("db print")) == 2  # 16 bytes by default
+    lines = dev.command("infer 3 2")
+    assert [ln.split("-", 2)[1] for ln in lines] == ["warmup", "warmup", "infer", "lap", "lap", "infer", "results"]
+    assert lines[:3] == ["m-warmup-start-2", "m-warmup-done", "m-infer-start-3"] and lines[5] == "m-infer-done"
+    assert int(lines[3][9:]) <= int(lines[4][9:])
+    got = np.array([float(v) for v in lines[6].removeprefix("m-results-[").removesuffix("]").split(",")])
+    np.testing.assert_allclose(got, reference(x), rtol=2e-6)
+    assert dev.command("results") == [lines[6]]
+    assert dev.command("infer 1")[0] == "m-warmup-start-10"  # W defaults to 10
+
+
+@needs_qemu
+@pytest.mark.parametrize("cmd,error", [
+    ("infer 0", "e-[Inference iterations must be >0]"), ("infer", "e-[Inference iterations must be >0]"),
+    ("infer x", "e-[Inference iterations must be >0]"), ("infer 1 -1", "e-[infer: warmup"),
+    ("infer 4294967296", "e-[Inference iterations must be >0]"), ("infer 1000000000", "e-[infer: too many"),
+    ("bogus 1 2", "e-[Unknown command: bogus]"), ("a b c d e f g", "e-[Too many arguments]"),
+    ("db load 0", "e-[db load: N must be 1..256]"), ("db load 257", "e-[db load: N must be 1..256]"),
+    ("db load -1", "e-[db load"), ("db print 17 240", "e-[db print"), ("db print x", "e-[db print"),
+    ("db 0g", "e-[db"), ("db abc", "e-[db"), ("db load", "e-[db: use"), ("db", "e-[db: use"),
+    ("ek-load", "e-[ek-load: use"), ("ek-load 4 xyz", "e-[ek-load: use"), ("ek-load 4 123456789", "e-[ek-load: use"),
+    ("ek-load 257 0", "e-[ek-load: use"), ("ek-load 4 0 253", "e-[ek-load: use"), ("ek-load 0 0", "e-[ek-load: use"),
+    ("ek-read 17", "e-[ek-read: N offset"), ("ek-read 4 13", "e-[ek-read: N offset"), ("ek-read 1 2 3", "e-[ek-read"),
+    ("ek-time 0", "e-[ek-time"), ("ek-time", "e-[ek-time"), ("ek-time 99999999999", "e-[ek-time"),
+])
+def test_bad_commands_get_an_error_and_the_board_keeps_serving(board, cmd, error):
+    _, _, dev = board
+    with pytest.raises(DeviceError) as e:
+        dev.command(cmd)
+    assert str(e.value).endswith(error) or error in str(e.value)
+    assert dev.command("name")[0].startswith("m-name-dut-")
+
+
+@needs_qemu
+def test_db_protocol_order_and_overrun(board):
+    _, _, dev = board
+    dev.command("db load 2")
+    with pytest.raises(DeviceError, match="more bytes than"):
+        dev.command("db 010203")
+    assert dev.command("db 0102") == ["m-load-done"]
+    with pytest.raises(DeviceError, match="no load in progress"):
+        dev.command("db 00")
+
+
+@needs_qemu
+def test_oversize_and_garbage_lines(board):
+    _, _, dev = board
+    dev.port.write(b"x" * 200 + b"%")
+    with pytest.raises(DeviceError, match=r"Command too long"):
+        dev._reply("x" * 200)
+    dev.port.write(b"\r\n%")  # an empty command only answers m-ready
+    assert dev._reply("") == []
+    dev.port.write(bytes(range(1, 37)) + b"%")  # control bytes and NUL-free binary junk
+    with pytest.raises(DeviceError, match="Unknown command"):
+        dev._reply("junk")
+    assert dev.command("name")
+
+
+@needs_qemu
+def test_extensions(board):
+    t, _, dev = board
+    info = dev.info()
+    assert info == {**info, "name": "fake", "hash": HASH[:16], "board": t.name, "input": 256, "output": 16,
+                    "arena": 256, "layers": 3, "counter": "instructions", "per_us": 1000}
+    assert dev.counter == "instructions" and "SysTick" in info["timer"]
+    x = np.random.default_rng(2).uniform(-9, 9, 64).astype(np.float32)
+    dev.load_input(x.tobytes())
+    assert dev.command("db print 8") == ["m-buffer-" + "-".join(f"{b:02x}" for b in x.tobytes()[:8])]
+    np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(x))
+    counts = dev.measure(4)
+    assert len(counts) == 4 and min(counts) > 0
+    assert max(counts) - min(counts) <= 80  # icount: instruction counts repeat to a SysTick tick (40) or so
+    prof = dev.profile()
+    assert [name for name, _ in prof] == ["scale", "sum", "dense"] and all(c >= 0 for _, c in prof)
+    assert sum(c for _, c in prof) <= max(counts) + 200
+    dev.port.write(b"ek-read 4 4%")
+    header = dev._line(3, "ek-read")
+    assert header.startswith("m-ek-read-4-") and dev._raw(4, 3, "ek-read") == reference(x)[1:2].tobytes()
+    assert dev._reply("ek-read") == []
+
+
+# ---- the core on the host, under sanitizers ----
+WORDS = ["name", "profile", "help", "timestamp", "db", "load", "print", "infer", "results", "ek-info", "ek-read",
+         "ek-time", "ek-profile", "0", "1", "3", "16", "255", "256", "257", "4294967295", "4294967296", "-1",
+         "ff", "zz", "0102", "012", "deadbeef", "", " "]
+
+
+def random_commands(rng: random.Random, n: int, binary: bool) -> bytes:
+    out = bytearray()
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.6:
+            cmd = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))).encode()
+        elif r < 0.8:
+            cmd = b"db " + bytes(rng.randrange(256) for _ in range(rng.randint(0, 45))).hex().encode()[:rng.randint(0, 90)]
+        elif r < 0.9 or not binary:
+            cmd = bytes(rng.choice(b"abcdefgz0123 \r\n\x00\xff-") for _ in range(rng.randint(0, 160)))
+        else:  # a binary load, honest or not, followed by whatever
+            cmd = f"ek-load {rng.randint(0, 300)} {rng.randrange(2**32):x} {rng.randint(0, 300)}%".encode()
+            cmd += rng.randbytes(rng.randint(0, 300))
+        out += cmd.replace(b"%", b"") + b"%" if not cmd.endswith(b"%") else cmd
+    return bytes(out)
+
+
+def host_build(tmp, model, cc, flags, sources):
+    (tmp / "ek_model_config.h").write_text(firmware.model_config("fake", HASH, "host"))
+    srcs = [COMMON / "ek_protocol.c", COMMON / "ek_crc32.c", *sources, *sorted(model.glob("*.c"))]
+    return firmware.compile_c(cc, srcs, [tmp, model, COMMON], flags, tmp / "prog")
+
+
+@pytest.fixture(scope="module")
+def asan_prog(model, tmp_path_factory):
+    return host_build(tmp_path_factory.mktemp("asan"), model, "gcc",
+                      ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+                      [COMMON / "ek_main.c", firmware.FIRMWARE / "ports" / "linux" / "ek_port.c"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("binary", [False, True])
+def test_asan_random_and_malformed_commands(asan_prog, seed, binary):
+    stream = random_commands(random.Random(seed), 2000, binary)
+    p = subprocess.run([str(asan_prog)], input=stream, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    assert b"Sanitizer" not in p.stderr and b"runtime error" not in p.stderr
+    if not binary:  # every % gets exactly one m-ready (plus the boot one)
+        assert p.stdout.count(b"m-ready\r\n") == stream.count(b"%") + 1
+
+
+def test_libfuzzer(model, tmp_path):
+    if not shutil.which("clang"):
+        pytest.skip("clang not installed (apt-get install clang libclang-rt-14-dev)")
+    try:
+        prog = host_build(tmp_path, model, "clang",
+                          ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-DEK_MAX_ITERS=64"],
+                          [firmware.FIRMWARE / "fuzz" / "ek_fuzz.c"])
+    except Exception as e:
+        pytest.skip(f"libFuzzer build failed (libclang-rt missing?): {e}")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, seed in enumerate([b"name%infer 2 1%results%", b"db load 4%db 01020304%db print 4 0%",
+                              b"ek-load 4 b63cfbcd%\x01\x02\x03\x04ek-read%", b"ek-time 2%ek-profile%ek-info%"]):
+        (corpus / str(i)).write_bytes(seed)
+    p = subprocess.run([str(prog), "-max_total_time=20", "-seed=1", "-max_len=512", str(corpus)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
