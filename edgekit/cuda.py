@@ -64,6 +64,45 @@ def io_signature(mod) -> dict:
     return {"inputs": inputs, "outputs": tensors(fn.ret_ty)}
 
 
+def gpu_pipeline(target):
+    """relax.backend.cuda's default pipeline, except that each PrimFunc gets the first dlight rule that
+    schedules it *without raising*: dlight stops at the first rule that matches, and its Matmul rule
+    matches fused MobileNet convolutions but then fails an assertion ("consumers of the cache-write
+    stage that are not properly inlined"), which would fail the whole build."""
+    import tvm
+    from tvm.relax.backend.cuda import pipeline as cuda
+    from tvm.s_tir import dlight as dl
+
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+
+    def schedule(func):
+        for rule in rules:
+            try:
+                space = rule.apply(func, target, False)
+            except Exception:  # noqa: BLE001 (TVM raises assorted errors from a rule that half-matched)
+                continue
+            if space is not None:
+                sch = space[0] if isinstance(space, list) else space
+                return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        raise WorkError(f"no GPU schedule fits kernel {func.attrs.get('global_symbol', '?')}")
+
+    @tvm.transform.module_pass(opt_level=0)
+    def apply_schedules(mod, _ctx):
+        for gv, func in list(mod.functions_items()):
+            if isinstance(func, tvm.tirx.PrimFunc) and not ("tirx.is_scheduled" in func.attrs and func.attrs["tirx.is_scheduled"]):
+                mod[gv] = schedule(func)
+        return mod
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod, _ctx):
+        with target:
+            legalize = [p for p in cuda.legalize_passes(target) if "ApplyDefaultSchedule" not in type(p).__name__]
+            passes = (cuda.library_dispatch_passes(target) + legalize + [apply_schedules]
+                      + cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+    return pipeline
+
+
 def nvcc_archs() -> set[str] | None:
     """The real archs (`sm_XX`) the installed nvcc compiles for; None without nvcc.
 
@@ -138,9 +177,9 @@ def build_cuda(mod, target: Target, out_dir: Path, name: str = "model", model_ha
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # The default CUDA pipeline (relax.backend.cuda) legalizes, fuses and applies dlight's
-    # GPU default schedules; without those schedules kernels would not bind to threads.
-    ex = tvm.compile(mod, target=tgt)
+    # TVM's CUDA pipeline, with dlight's GPU schedules applied rule by rule (see gpu_pipeline);
+    # without those schedules kernels would not bind to threads.
+    ex = tvm.compile(mod, target=tgt, relax_pipeline=gpu_pipeline(tgt))
     cuda_mods = [m for m in _walk(ex.mod) if m.kind == "cuda"]
     if len(cuda_mods) != 1:
         raise WorkError(f"expected one CUDA module from TVM, got {len(cuda_mods)}: the model has no GPU kernels")

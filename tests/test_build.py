@@ -45,9 +45,14 @@ def test_build_rpi4_writes_contract_and_aarch64_library(tmp_path):
     assert [p.name for p in (tmp_path / "build").iterdir()] == ["rpi4-v2-a0.35-r96"]  # no temporary left
 
 
-def test_targets_without_an_artifact_yet_are_refused(tmp_path):
-    r = run_edgekit("build", "--target", "jetson-nano", cwd=tmp_path)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and not (tmp_path / "build").exists()
+def test_build_jetson_records_cuda_artifacts(tmp_path):
+    r = run_edgekit("build", "--target", "jetson-orin-nano", "--alpha", "0.35", "--resolution", "64", "--json",
+                    cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    d = tmp_path / m["build_dir"]
+    assert m["cuda"]["arch"] == "sm_87" and "__global__" in (d / m["artifact"]["cuda_source"]).read_text()
+    assert (d / m["artifact"]["library"]).read_bytes()[:4] == b"\x7fELF"
 
 
 def test_user_models_in_every_format(tmp_path, onnx_models):
