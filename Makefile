@@ -31,7 +31,8 @@ test: deps
 	$(PY) -m pytest -q tests
 
 demo: deps
-	$(VENV)/bin/edgekit build --target rpi4 --alpha 0.35
+	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2
 
 bench: deps
 	$(PY) benchmarks/build_time.py
+	$(PY) benchmarks/cortexm.py

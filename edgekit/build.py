@@ -67,6 +67,7 @@ def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
     onnx_model = export.user_onnx(model) if model is not None else export.mobilenet_onnx(cfg, weights)
     onnx.save(onnx_model, str(d / "model.onnx"))
     manifest = {"target": board.name, **_describe(cfg, onnx_model, model),
+                "input_shape": [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim],
                 "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
                 "edgekit_version": __version__, "artifact": {"onnx": "model.onnx"}}
     stage("import into TVM Relax")
@@ -79,13 +80,8 @@ def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
         res = build_cuda(mod, board, d, name=name, model_hash=manifest["model_sha256"][:16])
         manifest["artifact"].update(res.pop("artifact"))
         manifest["cuda"] = res
-    elif board.kind == "mcu":
+    else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
         manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage))
-    else:
-        lib = compiler.build_library(mod, board.section("tvm")["target"], d / "model.so",
-                                     board.section("toolchain").get("cxx"))
-        manifest["artifact"]["library"] = lib.name
-        manifest["memory"] = {"artifact_bytes": lib.stat().st_size}
     return manifest
 
 

@@ -130,7 +130,8 @@ def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Opti
     """Compare the board's outputs with ONNX Runtime on the build's model.onnx."""
     from . import board as boards
     from . import validate as v
-    x = v.make_inputs(v.input_shape(build_dir), inputs, npy)
+    manifest, _ = boards.load_build(build_dir)
+    x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
     with boards.connect(build_dir, port, host) as (manifest, dev, source):
         result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x), "source": source}}
     _show(result, json_out, _print_validation)
@@ -168,6 +169,8 @@ def run(target: str = typer.Option(..., "--target", help="Board name (see `edgek
     from . import report, validate as v
     from . import target as targets
     from .build import build as run_build
+    if inputs < 1 or runs < 1:
+        raise UsageError("--inputs and --runs must be at least 1")
     cfg = None if model else _config(arch, alpha, resolution, classes)
     board = targets.get(target)
     with _console().status("starting") as status:
@@ -176,7 +179,7 @@ def run(target: str = typer.Option(..., "--target", help="Board name (see `edgek
         status.update("start the board" + (" emulator" if not (port or host) else ""))
         with boards.connect(build_dir, port, host) as (_, dev, source):
             status.update("validate against ONNX Runtime")
-            val = {**v.run(dev, build_dir, v.make_inputs(v.input_shape(build_dir), inputs)), "source": source}
+            val = {**v.run(dev, build_dir, v.make_inputs(tuple(manifest["input_shape"][1:]), inputs)), "source": source}
             status.update("bench")
             lat = report.latency(dev, manifest, board, source, runs)
     result = {**manifest, "validation": val, "latency": lat}

@@ -57,9 +57,3 @@ def run(dev, build_dir: Path, inputs: np.ndarray) -> dict:
     got = np.stack(outs)
     ref = reference(Path(build_dir) / "model.onnx", inputs)
     return {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs)}
-
-
-def input_shape(build_dir: Path) -> tuple[int, ...]:
-    import onnx
-    m = onnx.load(str(Path(build_dir) / "model.onnx"), load_external_data=False)
-    return tuple(d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim)[1:]
