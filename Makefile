@@ -36,3 +36,4 @@ demo: deps
 bench: deps
 	$(PY) benchmarks/build_time.py
 	$(PY) benchmarks/cortexm.py
+	$(PY) benchmarks/host_vs_ort.py

@@ -46,6 +46,9 @@ def connect(build_dir: Path, port: str | None = None, host: str | None = None, t
         where, source = nullcontext(port), "device"
     elif board.emulator:
         where, source = emulate(board, program(build_dir)), "emulator"
+    elif board.section("flasher").get("kind") == "local":
+        from .flash import run_local
+        where, source = run_local(program(build_dir)), "device"
     else:
         raise UsageError(f"{board.name} has no emulator: connect the board and pass --port URL (e.g. /dev/ttyACM0)")
     with where as url, Device(url, timeout=timeout) as dev:
@@ -53,14 +56,38 @@ def connect(build_dir: Path, port: str | None = None, host: str | None = None, t
         yield manifest, dev, source
 
 
-def _ssh(build_dir: Path, manifest: dict, host: str):
-    from . import remote
+RUNNER_PORT = 7707  # where `edgekit flash --host` leaves the runner listening on the board
+
+
+def _remote_program(build_dir: Path, manifest: dict) -> tuple[list[Path], list[str], str]:
+    """(files to copy, runner argv, remote directory) of a Linux or Jetson build."""
     art = manifest["artifact"]
     remote_dir = f"edgekit/{build_dir.resolve().name}"
     if "cuda" in manifest:
         from .cuda import deploy_files, runner_argv
-        remote.deploy(host, deploy_files(build_dir, art), remote_dir)
-        return remote.start(host, remote_dir, runner_argv(art))
+        return deploy_files(build_dir, art), runner_argv(art), remote_dir
+    if targets.get(manifest["target"]).kind != "linux":
+        raise UsageError(f"{manifest['target']} is not a Linux board: flash it with pyocd or use its emulator")
     fw = program(build_dir)
-    remote.deploy(host, [fw], remote_dir)
-    return remote.start(host, remote_dir, [f"./{fw.name}"])
+    return [fw], [f"./{fw.name}"], remote_dir
+
+
+def _ssh(build_dir: Path, manifest: dict, host: str):
+    from . import remote
+    files, argv, remote_dir = _remote_program(build_dir, manifest)
+    remote.deploy(host, files, remote_dir)
+    return remote.start(host, remote_dir, argv)
+
+
+def install(build_dir: Path, host: str, port: int = RUNNER_PORT) -> str:
+    """Copy a build to a Linux board over SSH and leave its runner serving on TCP `port` (replacing the one
+    a previous flash left); returns the pyserial URL that reaches it."""
+    import shlex
+    from . import remote
+    manifest, build_dir = load_build(build_dir)
+    files, argv, remote_dir = _remote_program(build_dir, manifest)
+    remote.deploy(host, files, remote_dir)
+    cmd = " ".join(map(shlex.quote, [*argv, "--tcp", str(port)]))
+    remote.run(host, f"cd {remote_dir} && {{ [ -f runner.pid ] && kill $(cat runner.pid) 2>/dev/null; sleep 0.2; "
+                     f"nohup {cmd} > runner.log 2>&1 < /dev/null & echo $! > runner.pid; }}")
+    return f"socket://{host.rsplit('@', 1)[-1]}:{port}"

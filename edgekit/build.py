@@ -96,9 +96,9 @@ def _build_c(d: Path, board, mod, name: str, sha256: str, stage) -> dict:
     fw = build_firmware(board, c_dir, name, sha256[:16], d / "firmware")
     memory = {**fw["memory"], "arena_bytes": info["arena_bytes"], "arena_lower_bound": info["arena_lower_bound"],
               "weights_bytes": info["weights_bytes"]}
-    for what in ("flash", "ram"):
-        used, budget = memory[f"{what}_bytes"], memory.get(f"{what}_budget")
-        if budget and used > budget:
+    for key, what in (("flash", "flash"), ("ram", "RAM"), ("weights_region", "weights memory")):
+        used, budget = memory.get(f"{key}_bytes"), memory.get(f"{key}_budget")
+        if budget and used and used > budget:
             raise UsageError(f"the model needs {used:,} B of {what} on {board.name} ({used - budget:,} B over its "
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},

@@ -45,7 +45,7 @@ def targets(json_out: bool = JSON):
     from rich.table import Table
     table = Table("target", "kind", "core", "clock", "flash", "RAM", "emulated")
     for r in rows:
-        table.add_row(r["name"], r["kind"], r["core"], f"{r['clock_hz'] / 1e6:g} MHz", _size(r["flash_bytes"]),
+        table.add_row(r["name"], r["kind"], r["core"], f"{r['clock_hz'] / 1e6:g} MHz" if r["clock_hz"] else "-", _size(r["flash_bytes"]),
                       _size(r["ram_bytes"]), "yes" if r["emulated"] else "")
     _console().print(table)
 
@@ -112,7 +112,11 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
     from . import target
     manifest, _ = boards.load_build(build_dir)
     tgt = target.get(manifest["target"])
-    if not (emulate or port or host):
+    if host and not (emulate or port):
+        url = boards.install(build_dir, host)
+        return _console().print(f"{tgt.name} at {host} runs the build's runner on {url}: "
+                                f"validate with --port {url} (or --host {host})")
+    if not (emulate or port):
         from .flash import flash_board
         flash_board(tgt, boards.program(build_dir))
         return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")

@@ -104,6 +104,12 @@ def _qemu_system(target, command: list[str], elf: Path, boot_timeout: float) -> 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextmanager
+def run_local(binary: Path, boot_timeout: float = 20.0) -> Iterator[str]:
+    """Run a Linux runner built for this machine behind a pty, like an emulated board."""
+    yield from _qemu_user(None, [], Path(binary), boot_timeout)
+
+
 def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float) -> Iterator[str]:
     # The program talks on the pty's master; the host opens the slave path like any serial port.
     # We hold the slave open so the master never reads EOF while the host reopens the port.
@@ -114,7 +120,7 @@ def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float) ->
     proc = subprocess.Popen([*command, str(binary)], stdin=master, stdout=master, stderr=log)
     os.close(master)
     try:
-        what = f"{binary.name} under {command[0]}"
+        what = f"{binary.name} under {command[0]}" if command else binary.name
         try:
             _check_boot(_read_until(slave, b"m-ready\r\n", boot_timeout, what, proc), what)
         except WorkError as e:

@@ -54,8 +54,10 @@ def ssh_base(host: str, options: Sequence[str] = (), timeout: int = CONNECT_TIME
     exe = shutil.which(program)
     if exe is None:
         raise UsageError(f"{program} not found: install the OpenSSH client (apt-get install openssh-client)")
+    # EDGEKIT_SSH_OPTIONS: extra ssh options for every call, e.g. "-F ./ssh_config" on a CI machine
+    extra = shlex.split(os.environ.get("EDGEKIT_SSH_OPTIONS", ""))
     return [exe, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", *options]
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", *extra, *options]
 
 
 def _fail(host: str, what: str, rc: int, stderr: str) -> Exception:

@@ -30,7 +30,9 @@ def test_run_vww_on_emulated_cortex_m4(vww_run):
     assert lat["source"] == "emulator" and lat["unit"] == "instructions" and "emulator" in lat["note"]
     assert out["macs"] / lat["instructions"] == pytest.approx(lat["macs_per_instruction"])
     assert mem["arena_bytes"] <= 1.25 * TENSOR_LOWER_BOUND_VWW and mem["arena_bytes"] >= mem["arena_lower_bound"]
-    assert 0 < mem["ram_bytes"] <= mem["ram_budget"] and mem["weights_bytes"] < mem["flash_bytes"] <= mem["flash_budget"]
+    assert 0 < mem["ram_bytes"] <= mem["ram_budget"] and 0 < mem["flash_bytes"] <= mem["flash_budget"]
+    # the board's PSRAM ([memory] weights) holds the weights, not its flash
+    assert mem["weights_bytes"] <= mem["weights_region_bytes"] <= mem["weights_region_budget"]
     assert (d / out["build_dir"] / out["artifact"]["firmware"]).read_bytes()[:4] == b"\x7fELF"
 
 

@@ -4,6 +4,7 @@ The fixture starts Debian's sshd (package openssh-server) on a free port with a 
 key and client key; the "board" is this machine, so the runner is tvm_runner.py on an x86 llvm
 build of a tiny model (--device cpu), reached through the URL that remote.start() yields.
 """
+import json
 import os
 import shutil
 import socket
@@ -18,6 +19,7 @@ import pytest
 import serial
 
 import jetson_support as js
+from conftest import run_edgekit
 from edgekit import cuda, remote
 from edgekit.errors import UsageError, WorkError
 from edgekit.runners import TVM_RUNNER
@@ -181,3 +183,39 @@ def test_unreachable_host_is_a_work_error(sshd):
 def test_unsafe_remote_dir_is_refused(sshd, board_dir):
     with pytest.raises(UsageError, match="remote directory"):
         remote.deploy(HOST, [TVM_RUNNER], "a dir; rm -rf x", options=sshd["options"])
+
+
+@pytest.fixture(scope="module")
+def host_build(tmp_path_factory):
+    """A `host` build (this machine's gcc): the loopback sshd's 'board' runs x86 binaries."""
+    d = tmp_path_factory.mktemp("hostbuild")
+    r = run_edgekit("build", "--target", "host", "--arch", "v1", "--alpha", "0.25", "--resolution", "32",
+                    "--classes", "3", "--out", d / "b")
+    assert r.returncode == 0, r.stderr
+    return d / "b"
+
+
+def test_cli_validates_and_flashes_a_linux_board_over_ssh(sshd, host_build, monkeypatch):
+    monkeypatch.setenv("EDGEKIT_SSH_OPTIONS", " ".join(sshd["options"]))
+    r = run_edgekit("validate", host_build, "--host", HOST, "--inputs", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["validation"]["passed"]
+    r = run_edgekit("flash", host_build, "--host", HOST)
+    assert r.returncode == 0, r.stderr
+    url = "socket://127.0.0.1:7707"
+    assert url in r.stdout
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # the runner was started in the background on the board: wait for its port
+            try:
+                socket.create_connection(("127.0.0.1", 7707), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        r = run_edgekit("bench", host_build, "--port", url, "--runs", "2", "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["latency"]["source"] == "device"
+    finally:
+        pid = Path.home() / "edgekit" / host_build.name / "runner.pid"
+        subprocess.run(["kill", pid.read_text().strip()], check=False)
