@@ -13,6 +13,7 @@ MODELS = {"VWW (V1 a0.25 96x96, 2 classes)": ["--arch", "v1", "--alpha", "0.25",
 # ../shared/reference/peer-baselines.md: TFLM on the same emulated board, VWW int8, same counting method
 TFLM_REFERENCE_INSTRUCTIONS = 100_513_974
 TFLM_CMSIS_NN_INSTRUCTIONS = 24_415_847
+VWW_TENSOR_BOUND = 221_184  # the largest total of float32 tensors live at one layer (issue 3)
 
 print("mps2-an386 (Cortex-M4F, QEMU emulator: instruction counts, not cycles)")
 with tempfile.TemporaryDirectory() as tmp:
@@ -26,8 +27,11 @@ with tempfile.TemporaryDirectory() as tmp:
         print(f"{name}: {lat['instructions']:,.0f} instructions/inference (emulator), {out['macs']:,} MACs, "
               f"{lat['macs_per_instruction']:.3f} MACs/instruction; arena {mem['arena_bytes']:,} B = "
               f"{mem['arena_bytes'] / mem['arena_lower_bound']:.3f} x its lower bound {mem['arena_lower_bound']:,} B; "
-              f"flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B")
+              f"flash {mem['flash_bytes']:,} B, RAM {mem['ram_bytes']:,} B, weights {mem['weights_bytes']:,} B"
+              + (" (in PSRAM)" if mem.get("weights_region_bytes") else ""))
         if name.startswith("VWW"):
+            print(f"  arena / the issue's tensor lower bound {VWW_TENSOR_BOUND:,} B (unpadded tensors): "
+                  f"{mem['arena_bytes'] / VWW_TENSOR_BOUND:.3f}")
             print(f"  float32 edgekit vs int8 TFLM (peer-baselines.md, same emulator): "
                   f"{lat['instructions'] / TFLM_REFERENCE_INSTRUCTIONS:.2f} x reference kernels, "
                   f"{lat['instructions'] / TFLM_CMSIS_NN_INSTRUCTIONS:.2f} x CMSIS-NN")

@@ -30,25 +30,41 @@ def program(build_dir: Path) -> Path:
     return build_dir / fw
 
 
+def runner_args(manifest: dict, threads: int | None) -> list[str]:
+    """The Linux runner's command line: `--threads N` sizes its kernels' thread pool (default: all cores)."""
+    if threads is None:
+        return []
+    if targets.get(manifest["target"]).kind != "linux" or "cuda" in manifest:
+        raise UsageError(f"--threads applies to Linux boards' runners, not to {manifest['target']}: drop it")
+    if not 1 <= threads <= 64:
+        raise UsageError(f"--threads {threads} is out of range: use 1 to 64")
+    return ["--threads", str(threads)]
+
+
 @contextmanager
-def connect(build_dir: Path, port: str | None = None, host: str | None = None, timeout: float = 5.0):
-    """(manifest, Device, source): source is 'emulator' when edgekit started the board's emulator."""
+def connect(build_dir: Path, port: str | None = None, host: str | None = None, timeout: float = 5.0,
+            threads: int | None = None):
+    """(manifest, Device, source): source is 'emulator' when edgekit started the board's emulator.
+    threads: the runner's --threads, where edgekit starts the runner (emulator, local, SSH)."""
     from .flash import emulate
     from .link import Device
 
     manifest, build_dir = load_build(build_dir)
     board = targets.get(manifest["target"])
+    args = runner_args(manifest, threads)
     if port and host:
         raise UsageError("give --port or --host, not both")
+    if port and args:
+        raise UsageError("--threads is given to a runner edgekit starts: with --port, start it with --threads yourself")
     if host:
-        where, source = _ssh(build_dir, manifest, host), "device"
+        where, source = _ssh(build_dir, manifest, host, args), "device"
     elif port:
         where, source = nullcontext(port), "device"
     elif board.emulator:
-        where, source = emulate(board, program(build_dir)), "emulator"
+        where, source = emulate(board, program(build_dir), args=args), "emulator"
     elif board.section("flasher").get("kind") == "local":
         from .flash import run_local
-        where, source = run_local(program(build_dir)), "device"
+        where, source = run_local(program(build_dir), args=args), "device"
     else:
         raise UsageError(f"{board.name} has no emulator: connect the board and pass --port URL (e.g. /dev/ttyACM0)")
     with where as url, Device(url, timeout=timeout) as dev:
@@ -72,14 +88,14 @@ def _remote_program(build_dir: Path, manifest: dict) -> tuple[list[Path], list[s
     return [fw], [f"./{fw.name}"], remote_dir
 
 
-def _ssh(build_dir: Path, manifest: dict, host: str):
+def _ssh(build_dir: Path, manifest: dict, host: str, args: list[str]):
     from . import remote
     files, argv, remote_dir = _remote_program(build_dir, manifest)
     remote.deploy(host, files, remote_dir)
-    return remote.start(host, remote_dir, argv)
+    return remote.start(host, remote_dir, argv + args)
 
 
-def install(build_dir: Path, host: str, port: int = RUNNER_PORT) -> str:
+def install(build_dir: Path, host: str, port: int = RUNNER_PORT, threads: int | None = None) -> str:
     """Copy a build to a Linux board over SSH and leave its runner serving on TCP `port` (replacing the one
     a previous flash left); returns the pyserial URL that reaches it."""
     import shlex
@@ -87,7 +103,7 @@ def install(build_dir: Path, host: str, port: int = RUNNER_PORT) -> str:
     manifest, build_dir = load_build(build_dir)
     files, argv, remote_dir = _remote_program(build_dir, manifest)
     remote.deploy(host, files, remote_dir)
-    cmd = " ".join(map(shlex.quote, [*argv, "--tcp", str(port)]))
+    cmd = " ".join(map(shlex.quote, [*argv, *runner_args(manifest, threads), "--tcp", str(port)]))
     remote.run(host, f"cd {remote_dir} && {{ [ -f runner.pid ] && kill $(cat runner.pid) 2>/dev/null; sleep 0.2; "
                      f"nohup {cmd} > runner.log 2>&1 < /dev/null & echo $! > runner.pid; }}")
     return f"socket://{host.rsplit('@', 1)[-1]}:{port}"

@@ -102,25 +102,27 @@ def build(target: str = typer.Option(..., "--target", help="Board name (see `edg
 PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
 HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
 BUILD_DIR = typer.Argument(..., help="A directory made by `edgekit build`.")
+THREADS = typer.Option(None, "--threads", help="Linux boards: threads the runner's kernels use (default: all cores).")
 
 
 @app.command()
 def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
-          emulate: bool = typer.Option(False, "--emulate", help="Boot it in the board's emulator and check it.")):
+          emulate: bool = typer.Option(False, "--emulate", help="Boot it in the board's emulator and check it."),
+          threads: Optional[int] = THREADS):
     """Put a build on its board (pyocd, SSH) or boot it in the emulator, and check the model it reports."""
     from . import board as boards
     from . import target
     manifest, _ = boards.load_build(build_dir)
     tgt = target.get(manifest["target"])
     if host and not (emulate or port):
-        url = boards.install(build_dir, host)
+        url = boards.install(build_dir, host, threads=threads)
         return _console().print(f"{tgt.name} at {host} runs the build's runner on {url}: "
                                 f"validate with --port {url} (or --host {host})")
     if not (emulate or port):
         from .flash import flash_board
         flash_board(tgt, boards.program(build_dir))
         return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")
-    with boards.connect(build_dir, port if not emulate else None, host) as (_, dev, source):
+    with boards.connect(build_dir, port if not emulate else None, host, threads=threads) as (_, dev, source):
         info = dev.info()
     _console().print(f"{tgt.name} ({source}) runs model {info['name']} hash {info['hash']}: "
                      f"input {info['input']:,} B, output {info['output']:,} B, arena {info['arena']:,} B")
@@ -130,13 +132,13 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
 def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
              inputs: int = typer.Option(5, "--inputs", help="Number of seeded random inputs."),
              npy: Optional[Path] = typer.Option(None, "--npy", help="Inputs from a .npy file instead."),
-             json_out: bool = JSON):
+             threads: Optional[int] = THREADS, json_out: bool = JSON):
     """Compare the board's outputs with ONNX Runtime on the build's model.onnx."""
     from . import board as boards
     from . import validate as v
     manifest, _ = boards.load_build(build_dir)
     x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
-    with boards.connect(build_dir, port, host) as (manifest, dev, source):
+    with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
         result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x), "source": source}}
     _show(result, json_out, _print_validation)
     if not result["validation"]["passed"]:
@@ -147,13 +149,13 @@ def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Opti
 def bench(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
           runs: int = typer.Option(5, "--runs", help="Inferences to time (the median is reported)."),
           per_layer: bool = typer.Option(False, "--per-layer", help="Also time each kernel."),
-          json_out: bool = JSON):
+          threads: Optional[int] = THREADS, json_out: bool = JSON):
     """On-device latency from the board's own counter (instructions under an emulator)."""
     from . import board as boards
     from . import report, target
     if runs < 1:
         raise UsageError("--runs must be at least 1")
-    with boards.connect(build_dir, port, host) as (manifest, dev, source):
+    with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
         result = {**_contract(manifest),
                   "latency": report.latency(dev, manifest, target.get(manifest["target"]), source, runs, per_layer)}
     _show(result, json_out, _print_latency)
@@ -167,7 +169,8 @@ def run(target: str = typer.Option(..., "--target", help="Board name (see `edgek
         out: Optional[Path] = typer.Option(None, "--out", help="Build directory."),
         port: Optional[str] = PORT, host: Optional[str] = HOST,
         inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
-        runs: int = typer.Option(3, "--runs", help="Inferences to time."), json_out: bool = JSON):
+        runs: int = typer.Option(3, "--runs", help="Inferences to time."), threads: Optional[int] = THREADS,
+        json_out: bool = JSON):
     """Build, flash (or emulate), validate and bench in one go."""
     from . import board as boards
     from . import report, validate as v
@@ -181,7 +184,7 @@ def run(target: str = typer.Option(..., "--target", help="Board name (see `edgek
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s))
         build_dir = Path(manifest["build_dir"])
         status.update("start the board" + (" emulator" if not (port or host) else ""))
-        with boards.connect(build_dir, port, host) as (_, dev, source):
+        with boards.connect(build_dir, port, host, threads=threads) as (_, dev, source):
             status.update("validate against ONNX Runtime")
             val = {**v.run(dev, build_dir, v.make_inputs(tuple(manifest["input_shape"][1:]), inputs)), "source": source}
             status.update("bench")
@@ -218,7 +221,8 @@ def _print_latency(console, r):
     unit = lat["unit"]
     label = "EMULATOR" if lat["source"] == "emulator" else "device"
     console.print(f"latency on {r['target']} ({label}): median {lat[unit]:,.0f} {unit} over {lat['runs']} runs, "
-                  f"{lat['ms']:.3f} ms" + (f" ({lat['note']})" if "note" in lat else ""))
+                  f"{lat['ms']:.3f} ms" + (f" on {lat['threads']} threads" if lat.get("threads", 1) > 1 else "") +
+                  (f" ({lat['note']})" if "note" in lat else ""))
     per = [k for k in lat if k.startswith("macs_per_")]
     if per and lat[per[0]]:
         console.print(f"{r['macs']:,} MACs: {lat[per[0]]:.3f} {per[0].replace('_', ' ')}")

@@ -154,6 +154,8 @@ def build_firmware(target, model_dir: Path, model_name: str, model_hash: str, ou
         out = out_dir / "firmware.elf"
     else:
         flags += ["-static"]  # runs on any board of the arch (and under qemu-user) without matching libraries
+        # the model's threads.c (if generated with threads): its default pool size stops at the board's cores
+        flags += ["-pthread", *([f"-DEK_MAX_THREADS={int(target.data['cores'])}"] if "cores" in target.data else [])]
         out = out_dir / "edgekit-fw"
     try:
         compile_c(tc["cc"], srcs, incs, flags, out)

@@ -16,7 +16,7 @@ import time
 import tty
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import UsageError, WorkError
 
@@ -50,8 +50,9 @@ def _check_boot(text: bytes, what: str) -> None:
 
 
 @contextmanager
-def emulate(target, binary: Path, boot_timeout: float = 20.0) -> Iterator[str]:
-    """Run `binary` in the target's emulator; yield the serial URL once the firmware has booted."""
+def emulate(target, binary: Path, boot_timeout: float = 20.0, args: Sequence[str] = ()) -> Iterator[str]:
+    """Run `binary` in the target's emulator; yield the serial URL once the firmware has booted.
+    args: the Linux runner's command line (e.g. --threads N); firmware under qemu-system takes none."""
     emu = target.emulator
     if not emu:
         raise UsageError(f"target {target.name} has no emulator: flash the board (edgekit flash) and pass --port")
@@ -61,7 +62,7 @@ def emulate(target, binary: Path, boot_timeout: float = 20.0) -> Iterator[str]:
     if emu["kind"] == "qemu-system":
         yield from _qemu_system(target, emu["command"], Path(binary), boot_timeout)
     elif emu["kind"] == "qemu-user":
-        yield from _qemu_user(target, emu["command"], Path(binary), boot_timeout)
+        yield from _qemu_user(target, emu["command"], Path(binary), boot_timeout, args)
     else:
         raise UsageError(f"targets/{target.name}.toml: emulator kind '{emu['kind']}' is not qemu-system or qemu-user")
 
@@ -105,19 +106,20 @@ def _qemu_system(target, command: list[str], elf: Path, boot_timeout: float) -> 
 
 
 @contextmanager
-def run_local(binary: Path, boot_timeout: float = 20.0) -> Iterator[str]:
+def run_local(binary: Path, boot_timeout: float = 20.0, args: Sequence[str] = ()) -> Iterator[str]:
     """Run a Linux runner built for this machine behind a pty, like an emulated board."""
-    yield from _qemu_user(None, [], Path(binary), boot_timeout)
+    yield from _qemu_user(None, [], Path(binary), boot_timeout, args)
 
 
-def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float) -> Iterator[str]:
+def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float,
+               args: Sequence[str] = ()) -> Iterator[str]:
     # The program talks on the pty's master; the host opens the slave path like any serial port.
     # We hold the slave open so the master never reads EOF while the host reopens the port.
     master, slave = os.openpty()
     tty.setraw(master)
     tty.setraw(slave)
     log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([*command, str(binary)], stdin=master, stdout=master, stderr=log)
+    proc = subprocess.Popen([*command, str(binary), *args], stdin=master, stdout=master, stderr=log)
     os.close(master)
     try:
         what = f"{binary.name} under {command[0]}" if command else binary.name

@@ -9,11 +9,13 @@ import numpy as np
 def latency(dev, manifest: dict, board, source: str, runs: int, per_layer: bool = False) -> dict:
     """Median over `runs` inferences of a seeded random input. Under an emulator the counter counts
     instructions (QEMU -icount), never cycles: the figures say so."""
-    shape = int(dev.info()["input"]) // 4
-    dev.load_input(np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32).tobytes())
+    info = dev.info()
+    dev.load_input(np.random.default_rng(0).uniform(-1, 1, int(info["input"]) // 4).astype(np.float32).tobytes())
     counts = dev.measure(runs)
     unit, med = dev.counter, statistics.median(counts)
     out = {"source": source, "unit": unit, "runs": runs, "counts": counts, unit: med}
+    if "threads" in info:  # firmware older than the threads= field of ek-info has none
+        out["threads"] = int(info["threads"])
     if unit == "ns":
         out["ms"] = med / 1e6
     else:  # instructions (emulator) or cycles (silicon), at the board's clock

@@ -39,7 +39,7 @@ def test_build_rpi4_writes_contract_and_aarch64_library(tmp_path):
     manifest = json.loads((d / "manifest.json").read_text())
     assert CONTRACT <= set(manifest) and manifest["macs"] == 11_934_128 and manifest["resolution"] == [96, 96]
     assert json.loads(r.stdout)["build_dir"] == "build/rpi4-v2-a0.35-r96"
-    lib = (d / manifest["artifact"]["library"]).read_bytes()
+    lib = (d / manifest["artifact"]["firmware"]).read_bytes()  # the static aarch64 runner
     assert lib[:4] == b"\x7fELF" and int.from_bytes(lib[18:20], "little") == 183  # EM_AARCH64
     assert (d / "model.onnx").is_file()
     assert [p.name for p in (tmp_path / "build").iterdir()] == ["rpi4-v2-a0.35-r96"]  # no temporary left

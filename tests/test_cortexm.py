@@ -59,7 +59,8 @@ def test_v2_step_by_step_on_emulated_cortex_m7(tmp_path):
     r = run_edgekit("bench", build, "--runs", "2", "--per-layer", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lat = json.loads(r.stdout)["latency"]
-    assert lat["source"] == "emulator" and len(lat["counts"]) == 2 and lat["counts"][0] == lat["counts"][1]
+    # instruction counts repeat to one SysTick tick (40 instructions) under -icount shift=0
+    assert lat["source"] == "emulator" and len(lat["counts"]) == 2 and abs(lat["counts"][0] - lat["counts"][1]) <= 40
     layers = lat["layers"]
     assert len(layers) > 20 and sum(l["share"] for l in layers) == pytest.approx(1.0)
     # the per-layer counts add up to (nearly) one whole inference: only the hook calls lie between them

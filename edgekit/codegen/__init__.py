@@ -23,16 +23,28 @@ def _buffers(prog):
     return bufs, keys
 
 
-def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: bool = True) -> dict:
+def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: bool = True,
+             threads: bool = False, llvm: dict | None = None) -> dict:
     """Write model.h, model.c, kernels.c, runtime.h, shim.c and README.md to out_dir; return a summary.
     mcpu (e.g. "cortex-m4") goes into the C target TVM lowers for; schedule=False keeps TVM's default
-    (workspace-hungry) kernels, which tests use to exercise the workspace path."""
+    (workspace-hungry) kernels, which tests use to exercise the workspace path. threads (Linux boards):
+    split the heavy kernels' outer loops across a pthread pool, written as threads.c (link with -pthread).
+    llvm: a TVM LLVM target dict: build the kernels with TVM's LLVM backend into kernels.o, not kernels.c
+    (benchmarks/kernels_llvm_vs_c.py; Linux boards ship the C kernels, which measured as fast)."""
     from . import emit
     from .lower import lower
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must be a lower-case C identifier")
     target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
-    prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule)
+    prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if llvm:
+        from .lower import build_llvm
+        if emit.ALIGN < 64:  # LLVM's vector loads then fault on edgekit's 16-byte aligned tensors
+            raise NotImplementedError("edgekit codegen: TVM's LLVM kernels assume 64-byte aligned tensors: set "
+                                      "codegen.emit.ALIGN = 64 and pass 64-byte aligned input and output")
+        prog = build_llvm(prog, llvm, out_dir / "kernels.o")
     bufs, keys = _buffers(prog)
     p = plan(bufs, align=emit.ALIGN)
     offsets = {k: o for k, o in zip(keys, p.offsets) if isinstance(k, str)}
@@ -46,19 +58,22 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
         # name: as in the C layer_names; kernel: its C function; tensor: the Relax binding it computes
         "layers": [{"name": c.kernel, "kernel": prog.kernels[c.kernel].name, "tensor": c.name,
                     "workspace_bytes": prog.kernels[c.kernel].workspace_bytes,
-                    "output_shape": list(prog.tensors[c.args[-1]].shape)} for c in prog.calls],
+                    "output_shape": list(prog.tensors[c.args[-1]].shape),
+                    "parallel_extent": prog.kernels[c.kernel].parallel_extent} for c in prog.calls],
+        "threads": threads,
     }
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "model.h": emit.model_h(name, info),
         "model.c": emit.model_c(name, prog, offsets, ws, p.arena_bytes),
-        "runtime.h": emit.runtime_h(name, prog),
-        "kernels.c": emit.kernels_c(name, prog),
+        "runtime.h": emit.runtime_h(name, prog, threads),
+        **({} if llvm else {"kernels.c": emit.kernels_c(name, prog)}),
         "shim.c": emit.shim_c(name),
         "README.md": emit.readme(name, info, mcpu),
     }
+    if threads:
+        from .threads import THREADS_C
+        files["threads.c"] = THREADS_C
     for fname, text in files.items():
         (out_dir / fname).write_text(text)
-    info["files"] = [str(out_dir / f) for f in files]
+    info["files"] = [str(out_dir / f) for f in files] + ([str(out_dir / "kernels.o")] if llvm else [])
     return info

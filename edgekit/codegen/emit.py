@@ -98,6 +98,36 @@ KERNELS_PRE = """\
 """
 
 
+# TVM's C codegen prints PARALLEL loops serially (only its LLVM backend outlines closures): edgekit runs a
+# parallel kernel once per task on threads.c's pool, each task given its [lo, hi) slice of the loop in the
+# packed call's `self` argument (lower.chunk_parallel_loop). The args array is shared read-only.
+PARALLEL_CALL = """\
+typedef int32_t (*packed_fn)(void *self, void *args, int32_t num_args, void *result);
+typedef struct { packed_fn fn; const TVMFFIAny *args; int32_t num_args; int64_t extent; } par_call;
+
+static int par_task(int task, TVMParallelGroupEnv *env, void *cdata) {
+  const par_call *c = cdata;
+  int64_t per = (c->extent + env->num_task - 1) / env->num_task, range[2] = {task * per, (task + 1) * per};
+  if (range[1] > c->extent) range[1] = c->extent;
+  return range[0] < range[1] ? c->fn(range, (void *)(uintptr_t)c->args, c->num_args, NULL) : 0;
+}
+
+static int par_run(packed_fn fn, const TVMFFIAny *args, int32_t num_args, int64_t extent) {
+  par_call c = {fn, args, num_args, extent};
+  return TVMBackendParallelLaunch(par_task, &c, 0);
+}
+"""
+
+PARALLEL_DECLS = """
+/* threads.c: TVM's parallel-launch ABI on a pthread pool (Linux builds) */
+typedef struct { void *sync_handle; int32_t num_task; } TVMParallelGroupEnv;
+typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv *penv, void *cdata);
+int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void *cdata, int num_task);
+int edgekit_set_threads(int n);  /* n <= 0: online CPUs (capped at the board's cores); returns the count */
+int edgekit_threads(void);
+"""
+
+
 def rename_backend(src: str, p: str) -> str:
     return (src.replace("TVMBackendAllocWorkspace(", f"{p}_ws_alloc(")
                .replace("TVMBackendFreeWorkspace(", f"{p}_ws_free(")
@@ -191,6 +221,8 @@ def model_c(name: str, prog, offsets: dict, ws: dict, arena_bytes: int) -> str:
     for i, c in enumerate(prog.calls):
         args = ", ".join(f"{{EDGEKIT_DLTENSOR_PTR, 0, {{.v_ptr = (void *){ref[a]}}}}}" for a in c.args)
         out.append(f"static const TVMFFIAny a{i}[{len(c.args)}] = {{{args}}};")
+    if any(k.parallel_extent for k in prog.kernels.values()):
+        out += ["", PARALLEL_CALL.rstrip()]
     out += ["", f"const char *const {p}_layer_names[] = {{"]
     out += [f'  "{c.kernel}",' for c in prog.calls] + ["};", f"void (*{p}_layer_hook)(int layer) = NULL;", ""]
     out += [f"int {p}_run(const void *input, void *output) {{"]
@@ -200,7 +232,10 @@ def model_c(name: str, prog, offsets: dict, ws: dict, arena_bytes: int) -> str:
         k = prog.kernels[c.kernel].name
         if i in ws:
             out.append(f"  {p}_ws_reset(arena + {ws[i][0]}, {ws[i][1]});")
-        out.append(f"  if ({k}(NULL, (void *)(uintptr_t)a{i}, {len(c.args)}, NULL) != 0) return {i + 1};")
+        n_par = prog.kernels[c.kernel].parallel_extent
+        call = (f"par_run({k}, a{i}, {len(c.args)}, {n_par})" if n_par else
+                f"{k}(NULL, (void *)(uintptr_t)a{i}, {len(c.args)}, NULL)")
+        out.append(f"  if ({call} != 0) return {i + 1};")
         if i in ws:  # a stale slice must never serve another kernel
             out.append(f"  {p}_ws_reset(NULL, 0);")
         out.append(f"  if ({p}_layer_hook) {p}_layer_hook({i});")
@@ -213,15 +248,21 @@ def kernels_c(name: str, prog) -> str:
     return KERNELS_PRE + "\n".join(rename_backend(k.source, p) for k in prog.kernels.values())
 
 
-def runtime_h(name: str, prog) -> str:
+def runtime_h(name: str, prog, threads: bool = False) -> str:
     p = f"edgekit_{name}"
     protos = "\n".join(f"int32_t {k.name}(void *self, void *args, int32_t num_args, void *result);"
-                       for k in prog.kernels.values())
+                       for k in prog.kernels.values()) + (PARALLEL_DECLS if threads else "")
     return RUNTIME_H.format(N=name.upper(), p=p, protos=protos)
 
 
 def shim_c(name: str) -> str:
     return SHIM_C.format(p=f"edgekit_{name}", a=ALIGN)
+
+
+THREADS_NOTE = """
+Threads (Linux): `threads.c` runs the heavy kernels' outer loops on a pthread pool; link with `-pthread`.
+`edgekit_set_threads(n)` sizes it (default: the online CPUs, capped at `-DEK_MAX_THREADS=N`).
+"""
 
 
 def readme(name: str, info: dict, mcpu: str | None) -> str:
@@ -262,4 +303,4 @@ for a Cortex-M4F
 `arm-none-eabi-gcc -mcpu=cortex-m4 -mthumb -mfloat-abi=hard -mfpu=fpv4-sp-d16 -O2 -Wall -Wextra -c model.c kernels.c shim.c`,
 or on a host `cc -O2 -c model.c kernels.c shim.c`. Both compile without warnings.
 Kernels were generated for TVM target `c`{f" with mcpu={mcpu}" if mcpu else ""}.
-"""
+{THREADS_NOTE if info.get("threads") else ""}"""

@@ -27,6 +27,8 @@ class Kernel:
     source: str                   # C function definition(s), no includes
     workspace_bytes: int          # TVMBackendAllocWorkspace total, LIFO worst case
     allocs: list = field(default_factory=list)
+    parallel_extent: int = 0      # > 0: one loop of that many iterations may be split across threads (PARALLEL)
+    func: object = None           # the scheduled PrimFunc (build_llvm builds it again with TVM's LLVM backend)
 
 
 @dataclass
@@ -79,9 +81,10 @@ def _nbytes(buf) -> int:
     return int(np.prod([int(d) for d in buf.shape], dtype=np.int64)) * np.dtype(str(buf.dtype)).itemsize
 
 
-def shrink(func):
+def shrink(func, threads: bool = False):
     """Schedule a fused PrimFunc to MCU size: inline padding and elementwise stages, and compute each
-    remaining producer (a reduction) inside its consumer's loops, so its buffer shrinks to a few elements."""
+    remaining producer (a reduction) inside its consumer's loops, so its buffer shrinks to a few elements.
+    threads: also mark an outer loop parallel (see parallelize). Returns (func, parallel loop or None)."""
     from tvm import s_tir
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
@@ -106,6 +109,11 @@ def shrink(func):
                 break
             except Exception:  # noqa: BLE001
                 continue
+    par = None
+    if threads:  # before decompose_reduction: TVM's parallel check wants reduction blocks whole (with init)
+        func, par = parallelize(sch.mod["main"])
+        sch = s_tir.Schedule(func)
+        root = sch.get_sblock("root")
     # initialise each accumulator once, above its reduction loops, rather than by a branch inside them
     # (faster, and gcc's -Wmaybe-uninitialized cannot see through the branch)
     for b in sch.get_child_blocks(root):  # includes blocks moved under another's loops
@@ -117,14 +125,66 @@ def shrink(func):
                 break
             except Exception:  # noqa: BLE001
                 continue
-    return sch.mod["main"]
+    return sch.mod["main"], par
+
+
+# Parallel kernels (Linux boards). Splitting a loop pays only when each thread gets real work.
+PARALLEL_MIN_ITERS = 8      # fuse outer loops until the parallel one has this many iterations (4 cores, 2 each)
+PARALLEL_MIN_FLOPS = 16384  # TVM's flop estimate of the kernel; below it a launch (~µs) costs more than it saves
+
+
+def _extent(sch, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def parallelize(func):
+    """Mark the output block's outermost spatial loops parallel, fused until the loop has PARALLEL_MIN_ITERS
+    iterations (or no more fuse). Returns the new func and the loop (its var name, extent), or None."""
+    from tvm import s_tir
+    from tvm.s_tir.analysis import estimate_tir_flops
+    sch = s_tir.Schedule(func)
+    outs = sch.get_output_blocks(sch.get_sblock("root"))
+    if len(outs) != 1 or not sch.get_loops(outs[0]) or estimate_tir_flops(func.body) < PARALLEL_MIN_FLOPS:
+        return func, None
+    best = None
+    for k in range(1, len(sch.get_loops(outs[0])) + 1):  # fresh schedule per try: a refusal leaves no trace
+        sch = s_tir.Schedule(func)
+        lps = sch.get_loops(sch.get_output_blocks(sch.get_sblock("root"))[0])[:k]
+        try:
+            loop = sch.fuse(*lps) if k > 1 else lps[0]
+            sch.parallel(loop)  # TVM refuses a loop bound to a reduction axis
+        except Exception:  # noqa: BLE001 (TVM's own error types: the previous choice stands)
+            break
+        best = (sch.mod["main"], (sch.get(loop).loop_var.name, _extent(sch, loop)))
+        if best[1][1] >= PARALLEL_MIN_ITERS:
+            break
+    if best is None or best[1][1] < 2:
+        return func, None
+    return best
+
+
+def chunk_parallel_loop(body: str, symbol: str, var: str, extent: int) -> str | None:
+    """TVM's C codegen prints a PARALLEL loop as a plain `for` (only its LLVM backend outlines closures), so
+    edgekit splits it itself: the kernel is called once per task, its [lo, hi) slice of the loop passed in
+    the packed call's `self` pointer (int64_t[2]), which kernels never use otherwise; NULL runs it whole.
+    Returns the rewritten source, or None when the loop header is not found exactly once."""
+    v = re.escape(var)
+    head = re.compile(rf"for \((int32_t|int64_t) {v} = 0; {v} < {extent}; \+\+{v}\) \{{")
+    sig = re.compile(rf"(int32_t {re.escape(symbol)}\(void\* self_handle, void\* args, int32_t num_args, "
+                     r"void\* result\) \{)")
+    if len(head.findall(body)) != 1 or len(sig.findall(body)) != 1:
+        return None
+    body = head.sub(lambda m: f"for ({m[1]} {var} = ({m[1]})ek_lo; {var} < ({m[1]})ek_hi; ++{var}) {{", body)
+    return sig.sub(lambda m: m[1] + "\n  const int64_t ek_lo = self_handle ? ((const int64_t *)self_handle)[0] : 0;"
+                   f"\n  const int64_t ek_hi = self_handle ? ((const int64_t *)self_handle)[1] : {extent};", body)
 
 
 _WS = re.compile(r"TVMBackendAllocWorkspace\([^,]+,[^,]+,\s*\(uint64_t\)(\d+)ULL")
 
 
-def build_kernel(func, symbol: str, target=None) -> Kernel:
-    """C source of one PrimFunc, stripped of includes and TVM's library boilerplate."""
+def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
+    """C source of one PrimFunc, stripped of includes and TVM's library boilerplate.
+    parallel: (loop var name, extent) of a loop marked PARALLEL in func, to be split across threads."""
     import tvm
     func = func.with_attr("global_symbol", symbol)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
@@ -135,11 +195,18 @@ def build_kernel(func, symbol: str, target=None) -> Kernel:
     allocs = [int(m) for m in _WS.findall(body)]
     if len(allocs) != body.count("TVMBackendAllocWorkspace("):
         raise NotImplementedError(f"edgekit codegen: {symbol} allocates a workspace of non-constant size")
-    return Kernel(symbol, body.strip() + "\n", sum(-(-a // WS_ALIGN) * WS_ALIGN for a in allocs), allocs)
+    extent = 0
+    if parallel and not allocs:  # workspaces come from one LIFO slice of the arena: not for concurrent tasks
+        split = chunk_parallel_loop(body, symbol, *parallel)
+        if split is not None:
+            body, extent = split, parallel[1]
+    return Kernel(symbol, body.strip() + "\n", sum(-(-a // WS_ALIGN) * WS_ALIGN for a in allocs), allocs, extent,
+                  func)
 
 
-def lower(mod, prefix: str = "k", target=None, schedule: bool = True) -> Program:
-    """Fuse, schedule and build every kernel; flatten main into calls over named tensors."""
+def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: bool = False) -> Program:
+    """Fuse, schedule and build every kernel; flatten main into calls over named tensors.
+    threads: also split one outer loop of each heavy kernel across threads (Linux boards; not tuned kernels)."""
     from tvm.ir.expr import Call as RCall, GenericConst, Var
     mod = _fuse(mod)
     main = mod["main"]
@@ -178,9 +245,10 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True) -> Program
             tensors[tname] = Tensor(tname, shape, dtype, kind)
             if gv.name_hint not in kernels:
                 func = mod[gv]
+                par = None
                 if schedule and not _is_scheduled(func):  # keep tuned kernels (a MetaSchedule database applied)
-                    func = shrink(func)
-                kernels[gv.name_hint] = build_kernel(func, f"{prefix}_{gv.name_hint}", target)
+                    func, par = shrink(func, threads)
+                kernels[gv.name_hint] = build_kernel(func, f"{prefix}_{gv.name_hint}", target, par)
             calls.append(Call(tname, gv.name_hint, [arg_name(a) for a in args] + [tname]))
         elif isinstance(e, RCall) and e.op.name == "relax.reshape" and kind == "act":
             tensors[tname] = Tensor(tname, shape, dtype, kind, alias=arg_name(e.args[0]))
@@ -192,3 +260,27 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True) -> Program
     if output is None or tensors[output].kind != "output":
         raise NotImplementedError("edgekit codegen: the model must return one tensor computed by a kernel")
     return Program(tensors, calls, kernels, inp.name, output)
+
+
+# What TVM's LLVM kernels may import: the parallel launcher, through a pointer threads.c defines
+_LLVM_IMPORTS = re.compile(r"^@(__TVM\w+) = .*\bglobal ptr null", re.M)
+
+
+def build_llvm(prog: Program, target: dict, path) -> Program:
+    """Build prog's scheduled kernels with TVM's LLVM backend (target e.g. {"kind": "llvm", "mtriple":
+    "aarch64-linux-gnu", "mcpu": "cortex-a72"}) into one object file at `path`; return the program calling
+    them. Same packed-call ABI, exported as __tvm_ffi_<symbol>; PARALLEL loops become TVM's own closures,
+    launched through threads.c, so edgekit's loop splitting is not used."""
+    import tvm
+    if any(k.workspace_bytes for k in prog.kernels.values()):
+        raise NotImplementedError("edgekit codegen: LLVM kernels with workspaces are not supported: use the C kernels")
+    mod = tvm.IRModule({k.name: k.func.with_attr("global_symbol", k.name) for k in prog.kernels.values()})
+    with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
+        lib = tvm.compile(mod, target=tvm.target.Target(target))
+    lib = lib.mod if hasattr(lib, "mod") else lib
+    imports = set(_LLVM_IMPORTS.findall(lib.inspect_source("ll"))) - {"__TVMBackendParallelLaunch"}
+    if imports:
+        raise NotImplementedError(f"edgekit codegen: LLVM kernels import TVM runtime symbols {sorted(imports)}")
+    lib.write_to_file(str(path))
+    kernels = {key: Kernel("__tvm_ffi_" + k.name, "", 0) for key, k in prog.kernels.items()}
+    return Program(prog.tensors, prog.calls, kernels, prog.input, prog.output)

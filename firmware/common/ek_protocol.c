@@ -163,8 +163,12 @@ static void cmd_info(void) {
   put(" counter="); put(ek_port_counter_name);
   put(" per_us="); put_u64(ek_port_counter_per_us);
   put(" timer="); put(ek_port_timer);
+  put(" threads="); put_u64(ek_port_threads());
   endl();
 }
+
+/* single-threaded unless the port says otherwise (the Linux port: its --threads pool) */
+__attribute__((weak)) uint32_t ek_port_threads(void) { return 1; }
 
 static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw bytes follow m-ek-load-ready */
   uint32_t n, crc, off = 0, got = 0;
@@ -235,7 +239,7 @@ static void help(void) {
     "db print [N] [off]   print N (16) input bytes from offset off as hex",
     "infer N [W]          W (10) warm-up runs, then N timed runs; print the results",
     "results              print the last results",
-    "ek-info              model name, hash, sizes, layers, board, counter",
+    "ek-info              model name, hash, sizes, layers, board, counter, threads",
     "ek-load N CRC [off]  N raw input bytes at offset off, checked against CRC-32 (hex)",
     "ek-read [N] [off]    raw output bytes after a header with their CRC-32",
     "ek-time N            N inferences, one counter reading each",

@@ -1,5 +1,6 @@
 /* linux: the firmware as a Linux program (Raspberry Pi, or the host for tests and fuzzing).
    Serves stdin/stdout, or `--tcp PORT` (one client at a time), or `--serial /dev/ttyX` (raw, 115200).
+   `--threads N` sizes the model's thread pool (default: online CPUs, capped at the board's cores).
    The counter is CLOCK_MONOTONIC in ns. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +26,12 @@ static uint8_t buf[4096];
 static size_t len, pos;
 static uint64_t start_ns;
 
+/* the model's thread pool (threads.c of a model generated with threads); weak: a model without one
+   (e.g. edgekit.firmware.fake_model) still links, and runs single-threaded */
+int edgekit_set_threads(int n) __attribute__((weak));
+int edgekit_threads(void) __attribute__((weak));
+#define THREADS_MAX 64 /* threads.c's pool capacity */
+
 static uint64_t now_ns(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -32,6 +39,11 @@ static uint64_t now_ns(void) {
 }
 
 static void die(const char *what) { perror(what); exit(2); }
+
+static void usage(const char *prog) {
+  fprintf(stderr, "usage: %s [--tcp PORT | --serial DEVICE] [--threads 1..%d]\n", prog, THREADS_MAX);
+  exit(2);
+}
 
 static void serve_tcp(int port) {
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_ANY)};
@@ -51,14 +63,20 @@ static void open_serial(const char *dev) {
 }
 
 void ek_port_init(int argc, char **argv) {
+  int threads = 0; /* 0: the pool's default */
   start_ns = now_ns();
   signal(SIGPIPE, SIG_IGN); /* a vanished TCP client is an error return, not death */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--tcp") && i + 1 < argc) serve_tcp(atoi(argv[++i]));
     else if (!strcmp(argv[i], "--serial") && i + 1 < argc) open_serial(argv[++i]);
-    else { fprintf(stderr, "usage: %s [--tcp PORT | --serial DEVICE]\n", argv[0]); exit(2); }
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+      if ((threads = atoi(argv[++i])) < 1 || threads > THREADS_MAX) usage(argv[0]);
+    } else usage(argv[0]);
   }
+  if (edgekit_set_threads) edgekit_set_threads(threads); /* start the workers now, not in the first inference */
 }
+
+uint32_t ek_port_threads(void) { return edgekit_threads ? (uint32_t)edgekit_threads() : 1; }
 
 int ek_port_getc(uint32_t timeout_ms) {
   while (pos == len) {
