@@ -18,6 +18,8 @@ def latency(dev, manifest: dict, board, source: str, runs: int, per_layer: bool 
         out["threads"] = int(info["threads"])
     if unit == "ns":
         out["ms"] = med / 1e6
+        if source == "emulator":
+            out["note"] = "emulator: host time of the emulated program (qemu-user), not the board's"
     else:  # instructions (emulator) or cycles (silicon), at the board's clock
         out["ms"] = med / board.clock_hz * 1e3
         out[f"macs_per_{unit[:-1]}"] = manifest["macs"] / med if med else None
