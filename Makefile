@@ -37,3 +37,4 @@ bench: deps
 	$(PY) benchmarks/build_time.py
 	$(PY) benchmarks/cortexm.py
 	$(PY) benchmarks/host_vs_ort.py
+	$(PY) benchmarks/kernels_llvm_vs_c.py
