@@ -114,15 +114,18 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
     from . import target
     manifest, _ = boards.load_build(build_dir)
     tgt = target.get(manifest["target"])
-    if host and not (emulate or port):
+    if host and (emulate or port):
+        raise UsageError("--host copies the build over SSH: drop --emulate and --port")
+    if host:
         url = boards.install(build_dir, host, threads=threads)
         return _console().print(f"{tgt.name} at {host} runs the build's runner on {url}: "
                                 f"validate with --port {url} (or --host {host})")
-    if not (emulate or port):
+    if not emulate:  # a real board: program it, then (given its port) check what it runs
         from .flash import flash_board
         flash_board(tgt, boards.program(build_dir))
-        return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")
-    with boards.connect(build_dir, port if not emulate else None, host, threads=threads) as (_, dev, source):
+        if not port:
+            return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")
+    with boards.connect(build_dir, None if emulate else port, None, threads=threads) as (_, dev, source):
         info = dev.info()
     _console().print(f"{tgt.name} ({source}) runs model {info['name']} hash {info['hash']}: "
                      f"input {info['input']:,} B, output {info['output']:,} B, arena {info['arena']:,} B")

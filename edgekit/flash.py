@@ -140,8 +140,9 @@ def flash_board(target, elf: Path) -> None:
     """Program a real MCU board through pyocd (`pyocd flash -t <pyocd_target> ELF`)."""
     flasher = target.section("flasher")
     if flasher.get("kind") != "pyocd":
-        raise UsageError(f"target {target.name} is not flashed with pyocd (flasher kind '{flasher.get('kind')}')"
-                         + (": run it with --emulate" if target.emulator else ""))
+        how = {"ssh": "copy it with --host USER@ADDR", "local": "it runs on this machine: use validate or bench"}
+        hint = how.get(flasher.get("kind"), "") or ("run it with --emulate" if target.emulator else "see its target file")
+        raise UsageError(f"target {target.name} is not flashed with pyocd (flasher kind '{flasher.get('kind')}'): {hint}")
     exe = shutil.which("pyocd")
     if not exe:
         raise UsageError("pyocd is not installed: pip install pyocd (or flash the ELF with your own tool)")
