@@ -91,7 +91,10 @@ def _build_c(d: Path, board, mod, name: str, sha256: str, stage) -> dict:
     from .firmware import build_firmware
 
     c_dir = d / "c"
-    info = generate(mod, c_dir, name, mcpu=board.core, threads=board.kind == "linux")  # MCUs: no threads
+    try:
+        info = generate(mod, c_dir, name, mcpu=board.core, threads=board.kind == "linux")  # MCUs: no threads
+    except NotImplementedError as e:  # a model shape the C generator does not handle yet
+        raise UsageError(f"{e}: this model cannot be built for {board.name} yet") from None
     stage(f"link firmware for {board.name}")
     fw = build_firmware(board, c_dir, name, sha256[:16], d / "firmware")
     memory = {**fw["memory"], "arena_bytes": info["arena_bytes"], "arena_lower_bound": info["arena_lower_bound"],

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def import_onnx(model):
     """An onnx.ModelProto (or path) as a Relax IRModule with static shapes and weights bound as constants."""
@@ -14,7 +16,12 @@ def import_onnx(model):
         model = onnx.load(str(model))
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
-    mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+    try:
+        mod = from_onnx(model, shape_dict=shapes, keep_params_in_input=False)
+    except Exception as e:  # the importer's errors are about the user's model: unsupported ops, odd attributes
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        raise UsageError(f"TVM cannot import this model ({first[:200]}): replace those operators, "
+                         "or export the model with plainer ones") from None
     return relax.transform.DecomposeOpsForInference()(mod)
 
 

@@ -117,3 +117,14 @@ def test_ctrl_c_leaves_no_half_written_directory(tmp_path):
     p.wait(timeout=60)
     assert p.returncode != 0
     assert not (tmp_path / "build").exists() or not list((tmp_path / "build").iterdir())
+
+
+def test_operators_tvm_cannot_import_are_a_usage_error(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("x", "y")]
+    graph = helper.make_graph([helper.make_node("Celu", ["x"], ["y"])], "g", io[:1], io[1:])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "celu.onnx"))
+    r = run_edgekit("build", "--target", "mps2-an386", "--model", "celu.onnx", cwd=tmp_path)
+    assert r.returncode == 2 and "Celu" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "build").exists()
