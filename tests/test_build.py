@@ -128,3 +128,20 @@ def test_operators_tvm_cannot_import_are_a_usage_error(tmp_path):
     r = run_edgekit("build", "--target", "mps2-an386", "--model", "celu.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "Celu" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "build").exists()
+
+
+def test_legacy_h5_weights_in_the_official_files_layout_load(tmp_path):
+    """keras.applications' released weights (mobilenet_*_tf.h5) are legacy HDF5 files, matched by layer order."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+    from edgekit.export import load_weights
+    from edgekit.models import ModelConfig
+    from edgekit.models.keras import build
+    ref = keras.applications.MobileNet(weights=None, alpha=0.25, input_shape=(64, 64, 3), classes=7)
+    with h5py.File(tmp_path / "mobilenet_2_5_64_tf.h5", "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, ref)
+    mine = build(ModelConfig("v1", 0.25, (64, 64), 7), calibrate=False)
+    load_weights(mine, tmp_path / "mobilenet_2_5_64_tf.h5")
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 64, 64, 3)).astype("float32")
+    np.testing.assert_array_equal(mine(x).numpy(), ref(x).numpy())
