@@ -35,7 +35,7 @@ class ModelConfig:
     @property
     def tag(self) -> str:
         h, w = self.resolution
-        return f"{self.arch}-a{self.alpha:g}-r{h if h == w else f'{h}x{w}'}"
+        return f"{self.arch}-a{float(self.alpha)}-r{h if h == w else f'{h}x{w}'}"
 
 
 def parse_resolution(text: str | int) -> tuple[int, int]:
