@@ -41,6 +41,16 @@ def runner_args(manifest: dict, threads: int | None) -> list[str]:
     return ["--threads", str(threads)]
 
 
+def check_reachable(board, port: str | None, host: str | None) -> None:
+    """Fail early, before any build work, when nothing says how to reach the board."""
+    if port and host:
+        raise UsageError("give --port or --host, not both")
+    flasher = board.section("flasher").get("kind")
+    if not (port or host or board.emulator or flasher == "local"):
+        how = "--host USER@ADDR" if flasher == "ssh" else "--port URL (e.g. /dev/ttyACM0)"
+        raise UsageError(f"{board.name} has no emulator: connect the board and pass {how}")
+
+
 @contextmanager
 def connect(build_dir: Path, port: str | None = None, host: str | None = None, timeout: float = 5.0,
             threads: int | None = None):
@@ -52,8 +62,7 @@ def connect(build_dir: Path, port: str | None = None, host: str | None = None, t
     manifest, build_dir = load_build(build_dir)
     board = targets.get(manifest["target"])
     args = runner_args(manifest, threads)
-    if port and host:
-        raise UsageError("give --port or --host, not both")
+    check_reachable(board, port, host)
     if port and args:
         raise UsageError("--threads is given to a runner edgekit starts: with --port, start it with --threads yourself")
     if host:
@@ -62,11 +71,9 @@ def connect(build_dir: Path, port: str | None = None, host: str | None = None, t
         where, source = nullcontext(port), "device"
     elif board.emulator:
         where, source = emulate(board, program(build_dir), args=args), "emulator"
-    elif board.section("flasher").get("kind") == "local":
+    else:  # a board that runs on this machine (check_reachable let nothing else through)
         from .flash import run_local
         where, source = run_local(program(build_dir), args=args), "device"
-    else:
-        raise UsageError(f"{board.name} has no emulator: connect the board and pass --port URL (e.g. /dev/ttyACM0)")
     with where as url, Device(url, timeout=timeout) as dev:
         dev.check_model(manifest["model_sha256"])
         yield manifest, dev, source

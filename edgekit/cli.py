@@ -183,6 +183,8 @@ def run(target: str = typer.Option(..., "--target", help="Board name (see `edgek
         raise UsageError("--inputs and --runs must be at least 1")
     cfg = None if model else _config(arch, alpha, resolution, classes)
     board = targets.get(target)
+    boards.check_reachable(board, port, host)
+    boards.runner_args({"target": target}, threads)
     with _console().status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s))
         build_dir = Path(manifest["build_dir"])
