@@ -69,7 +69,9 @@ def model_config(model_name: str, model_hash: str, board: str) -> str:
         f'#define EK_BOARD_NAME "{board}"',
         *(f"#define EK_MODEL_{k}_BYTES {M}_{k}_BYTES" for k in ("INPUT", "OUTPUT", "ARENA")),
         f"#define EK_MODEL_NUM_LAYERS {M}_NUM_LAYERS", f"#define EK_MODEL_LAYER_NAMES {m}_layer_names",
-        f"#define EK_MODEL_LAYER_HOOK {m}_layer_hook", f"#define EK_MODEL_RUN {m}_run", ""])
+        f"#define EK_MODEL_LAYER_HOOK {m}_layer_hook", f"#define EK_MODEL_RUN {m}_run",
+        # the input's slot in the model's arena: the core's input buffer when built with EK_INPUT_IN_ARENA
+        f"#define EK_MODEL_INPUT_BUFFER() {m}_input()", ""])
 
 
 def port_sources(port: str) -> tuple[list[Path], list[Path]]:
@@ -95,9 +97,11 @@ def compile_c(cc: str, sources: list[Path], includes: list[Path], flags: list[st
     if p.returncode:
         over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", p.stderr)
         if over:
-            raise UsageError("model does not fit: " + ", ".join(f"{r} overflows by {int(n):,} bytes" for r, n in over) +
-                             "; try a smaller --alpha or --resolution, or a board with more " +
-                             " and ".join(REGION_WORDS.get(r, r) for r, _ in over))
+            e = UsageError("model does not fit: " + ", ".join(f"{r} overflows by {int(n):,} bytes" for r, n in over) +
+                           "; try a smaller --alpha or --resolution, or a board with more " +
+                           " and ".join(REGION_WORDS.get(r, r) for r, _ in over))
+            e.overflow = {r: int(n) for r, n in over}  # region -> bytes, for a caller that can shrink
+            raise e
         first = next((ln for ln in p.stderr.splitlines() if "error" in ln), p.stderr.strip()[-300:])
         raise WorkError(f"firmware build failed: {first} (full log: {out.parent / 'build.log'})")
     return out
@@ -130,9 +134,19 @@ def arena_bytes(model_dir: Path, model_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def build_firmware(target, model_dir: Path, model_name: str, model_hash: str, out_dir: Path) -> dict:
+IN_ARENA = "-DEK_INPUT_IN_ARENA=1"
+
+
+def build_firmware(target, model_dir: Path, model_name: str, model_hash: str, out_dir: Path,
+                   input_in_arena: bool | None = None) -> dict:
     """Build the firmware for `target` around the generated model in `model_dir`.
-    Returns {"firmware": ELF or Linux binary, "memory": {flash_bytes, ram_bytes, *_budget, arena_bytes, ...}}."""
+    input_in_arena: where the protocol core keeps the loaded input. False: a buffer of its own beside the
+    arena (any input serves repeated runs). True: the model's arena slot (edgekit_NAME_input()), saving that
+    buffer's RAM; repeated runs on one load then need an input with at most 256 distinct float values (the
+    core restores the slot from a compact copy: firmware/README.md). None (default): its own buffer, unless
+    that overflows the board's RAM and the slot makes it fit.
+    Returns {"firmware": ELF or Linux binary, "memory": {flash_bytes, ram_bytes, *_budget, arena_bytes,
+    input_in_arena, ...}}."""
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     if not (model_dir / "model.h").is_file():
         raise UsageError(f"{model_dir} holds no model.h: point at a generated model directory")
@@ -157,12 +171,21 @@ def build_firmware(target, model_dir: Path, model_name: str, model_hash: str, ou
         # the model's threads.c (if generated with threads): its default pool size stops at the board's cores
         flags += ["-pthread", *([f"-DEK_MAX_THREADS={int(target.data['cores'])}"] if "cores" in target.data else [])]
         out = out_dir / "edgekit-fw"
+    in_arena = bool(input_in_arena)
     try:
-        compile_c(tc["cc"], srcs, incs, flags, out)
+        try:
+            compile_c(tc["cc"], srcs, incs, flags + ([IN_ARENA] if in_arena else []), out)
+        except UsageError as e:
+            # only RAM short: the input's own buffer is the one thing the core can give up
+            if input_in_arena is not None or set(getattr(e, "overflow", ())) != {"RAM"}:
+                raise
+            in_arena = True
+            compile_c(tc["cc"], srcs, incs, flags + [IN_ARENA], out)
     except UsageError as e:
         raise UsageError(f"{target.name}: {e}") from None
     mem = memory_report(target, out, tc["cc"])
     mem["arena_bytes"] = arena_bytes(model_dir, model_name)
+    mem["input_in_arena"] = in_arena
     return {"firmware": out, "memory": mem}
 
 
@@ -171,7 +194,8 @@ def fake_model(out_dir: Path, name: str = "fake", n_in: int = 64, n_out: int = 4
     """A tiny model in the generated-model shape, for tests and board smoke tests without TVM.
     Layers: scale (a = x * 0.5), sum (s = sum a, in order, float32), dense (out[i] = s * (i + 1)).
     `weights_bytes` of const data (flash, or the weights region: tagged like the generator's weight arrays)
-    and `arena_bytes` of static arena (RAM) size it at will."""
+    and `arena_bytes` of static arena (RAM) size it at will. The input's slot (edgekit_NAME_input()) is the
+    arena's start, overwritten by the first layer's output as the generator's slots are by later tensors."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     M, arena = name.upper(), max(arena_bytes or 4 * n_in, 4 * n_in) // 4
@@ -181,9 +205,11 @@ def fake_model(out_dir: Path, name: str = "fake", n_in: int = 64, n_out: int = 4
 #define EDGEKIT_{M}_ARENA_BYTES {4 * arena}
 #define EDGEKIT_{M}_WEIGHTS_BYTES {weights_bytes}
 #define EDGEKIT_{M}_NUM_LAYERS 3
+#define EDGEKIT_{M}_INPUT_OFFSET 0
 extern const char *const edgekit_{name}_layer_names[];
 extern void (*edgekit_{name}_layer_hook)(int layer);
 int edgekit_{name}_run(const void *input, void *output);
+void *edgekit_{name}_input(void);
 void {name}_scale(const float *x, float *a, float w);
 float {name}_sum(const float *a);
 """)
@@ -199,6 +225,8 @@ void (*edgekit_{name}_layer_hook)(int layer);
 #endif
 static const uint8_t weights[{weights_bytes}] EDGEKIT_WEIGHTS_ATTR = {{2}};
 static float arena[{arena}];
+/* the input's slot, like the generator's: reused by `a` (scale runs in place), so a run consumes it */
+void *edgekit_{name}_input(void) {{ return arena; }}
 int edgekit_{name}_run(const void *input, void *output) {{
   float *out = output, w = *(volatile const uint8_t *)weights * 0.25f; /* volatile: keep the weights linked */
   {name}_scale(input, arena, w);

@@ -114,9 +114,13 @@ def test_ctrl_c_leaves_no_half_written_directory(tmp_path):
         time.sleep(0.05)
     assert p.poll() is None, "the build ended before it could be interrupted"
     p.send_signal(signal.SIGINT)
-    p.wait(timeout=60)
-    assert p.returncode != 0
-    assert not (tmp_path / "build").exists() or not list((tmp_path / "build").iterdir())
+    _, err = p.communicate(timeout=120)
+    left = list((tmp_path / "build").glob("*")) + list((tmp_path / "build").glob(".*"))
+    assert not [d for d in left if "tmp" in d.name], (left, err)  # no half-written directory...
+    if p.returncode == 0:  # ...and if a library swallowed the interrupt, the directory came out whole
+        assert all((d / "manifest.json").is_file() for d in left), (left, err)
+    else:
+        assert not left, (left, err)
 
 
 def test_operators_tvm_cannot_import_are_a_usage_error(tmp_path):

@@ -125,6 +125,15 @@ def check_matches_ort(model, info, d, tol=1e-4):
     assert rc == 0
     assert np.array_equal(x, x0), "the input buffer was written"
     assert np.abs(out - ref).max() <= tol, np.abs(out - ref).max()
+    # in place: the input written into its arena slot, no buffer of the caller's
+    slot_fn = getattr(lib, f"edgekit_{info['name']}_input")
+    slot_fn.restype = ctypes.c_void_p
+    slot = slot_fn()
+    assert slot and slot % 16 == 0
+    ctypes.memmove(slot, x.ctypes.data, x.nbytes)
+    out2 = np.full(info["output_shape"], np.nan, np.float32)
+    assert getattr(lib, f"edgekit_{info['name']}_run")(ctypes.c_void_p(slot), out2.ctypes.data_as(ctypes.c_void_p)) == 0
+    np.testing.assert_array_equal(out2, out)  # the same kernels on the same bytes
     return lib
 
 
@@ -161,7 +170,8 @@ def test_interface_and_hook(built):
                        ("arena_bytes", "ARENA_BYTES"), ("weights_bytes", "WEIGHTS_BYTES")]:
         assert re.search(rf"#define EDGEKIT_CNN_{macro}\s+{info[key]}\b", h)
     assert re.search(rf"#define EDGEKIT_CNN_NUM_LAYERS\s+{len(info['layers'])}\b", h)
-    assert "int edgekit_cnn_run(const void *input, void *output);" in h
+    assert re.search(rf"#define EDGEKIT_CNN_INPUT_OFFSET\s+{info['input_offset']}\b", h)
+    assert "int edgekit_cnn_run(const void *input, void *output);" in h and "void *edgekit_cnn_input(void);" in h
     assert {"model.h", "model.c", "kernels.c", "runtime.h", "shim.c", "README.md"} <= {p.name for p in d.iterdir()}
     assert not re.search(r'#include\s+[<"](tvm|dlpack)', "".join(p.read_text() for p in d.glob("*.[ch]")))
     lib = compile_host(d, "cnn")

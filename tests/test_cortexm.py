@@ -31,6 +31,7 @@ def test_run_vww_on_emulated_cortex_m4(vww_run):
     assert out["macs"] / lat["instructions"] == pytest.approx(lat["macs_per_instruction"])
     assert mem["arena_bytes"] <= 1.25 * TENSOR_LOWER_BOUND_VWW and mem["arena_bytes"] >= mem["arena_lower_bound"]
     assert 0 < mem["ram_bytes"] <= mem["ram_budget"] and 0 < mem["flash_bytes"] <= mem["flash_budget"]
+    assert not mem["input_in_arena"]  # 4 MB of RAM: the input keeps a buffer of its own
     # the board's PSRAM ([memory] weights) holds the weights, not its flash
     assert mem["weights_bytes"] <= mem["weights_region_bytes"] <= mem["weights_region_budget"]
     assert (d / out["build_dir"] / out["artifact"]["firmware"]).read_bytes()[:4] == b"\x7fELF"
@@ -92,6 +93,16 @@ def test_a_different_model_on_the_port_is_refused(vww_run, tmp_path):
     with emulate(target.get("mps2-an386"), d / out["build_dir"] / out["artifact"]["firmware"]) as url:
         r = run_edgekit("validate", tmp_path / other["build_dir"], "--port", url)
     assert r.returncode == 1 and "not the expected" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_vww_fits_the_stm32f746g_disco_with_its_input_in_the_arena(tmp_path):
+    # 320 KB of RAM: the arena (227,392 B) and a 110,592 B input buffer beside it overflow it by 28,304 B
+    r = run_edgekit("build", "--target", "stm32f746g-disco", *VWW, "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    mem = json.loads(r.stdout)["memory"]
+    assert mem["input_in_arena"] and mem["ram_bytes"] <= mem["ram_budget"]
+    # beside the arena and the stack only the core's compact input copy (a byte per float + a palette) and a little
+    assert mem["ram_bytes"] <= mem["arena_bytes"] + 96 * 96 * 3 + 1024 + mem["stack_bytes"] + 4096
 
 
 def test_model_too_big_for_the_board_is_refused(tmp_path):

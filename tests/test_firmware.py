@@ -75,6 +75,24 @@ def test_too_big_for_ram(tmp_path):
         firmware.build_firmware(target.get("nucleo-l4r5zi"), big, "fake", HASH, tmp_path / "out")
 
 
+@needs_arm
+def test_input_moves_into_the_arena_only_when_ram_is_short(tmp_path):
+    # 160 KiB input, 160 KiB arena: with the input's own buffer that overflows 320 KB of RAM, in the arena not
+    t = target.get("stm32f746g-disco")
+    big = firmware.fake_model(tmp_path / "big", n_in=40960)
+    r = firmware.build_firmware(t, big, "fake", HASH, tmp_path / "auto")
+    mem = r["memory"]
+    assert mem["input_in_arena"] and mem["ram_bytes"] <= mem["ram_budget"]
+    with pytest.raises(UsageError, match="RAM overflows by"):
+        firmware.build_firmware(t, big, "fake", HASH, tmp_path / "own", input_in_arena=False)
+    small = firmware.build_firmware(t, firmware.fake_model(tmp_path / "small"), "fake", HASH, tmp_path / "small-fw")
+    assert not small["memory"]["input_in_arena"]
+
+
+def test_model_config_maps_the_input_slot():
+    assert "#define EK_MODEL_INPUT_BUFFER() edgekit_mbv2_input()" in firmware.model_config("mbv2", HASH, "b")
+
+
 @needs_a64
 def test_linux_port_builds_static_aarch64(model, tmp_path):
     r = firmware.build_firmware(target.get("rpi4"), model, "fake", HASH, tmp_path)

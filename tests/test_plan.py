@@ -42,6 +42,14 @@ def test_short_lived_workspace_fills_gap():
     assert p.arena_bytes == p.lower_bound == 4096 + 256
 
 
+def test_short_lived_input_not_stranded():
+    # VWW's first layers, the input (step 0 only) included: largest-first placement alone needs 258,048 B,
+    # as it puts the input where the first conv's output then cannot sit beside the later large tensor
+    bufs = [Buffer(110592, 0, 0), Buffer(73728, 0, 1), Buffer(73728, 1, 2), Buffer(153664, 2, 3), Buffer(36864, 3, 4)]
+    p = plan(bufs, 16)
+    assert p.arena_bytes == p.lower_bound == 73728 + 153664
+
+
 def test_empty():
     p = plan([])
     assert p.arena_bytes == p.lower_bound == 0 and p.offsets == []

@@ -3,6 +3,7 @@ AddressSanitizer (random and malformed commands) and libFuzzer."""
 import random
 import shutil
 import subprocess
+import zlib
 
 import numpy as np
 import pytest
@@ -30,14 +31,17 @@ def model(tmp_path_factory):
     return firmware.fake_model(tmp_path_factory.mktemp("fake"))
 
 
-@pytest.fixture(scope="module", params=["mps2-an386", "mps2-an500"])
+# "+arena": the core keeps the input in the model's arena slot (what a board short of RAM gets)
+@pytest.fixture(scope="module", params=["mps2-an386", "mps2-an500", "mps2-an386+arena"])
 def board(request, model, tmp_path_factory):
     if not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")):
         pytest.skip("arm-none-eabi-gcc and qemu-system-arm needed")
-    t = target.get(request.param)
-    elf = firmware.build_firmware(t, model, "fake", HASH, tmp_path_factory.mktemp(t.name))["firmware"]
-    with flash.emulate(t, elf) as url, Device(url, timeout=3) as dev:
-        yield t, elf, dev
+    name, arena = request.param.removesuffix("+arena"), request.param.endswith("+arena")
+    t = target.get(name)
+    r = firmware.build_firmware(t, model, "fake", HASH, tmp_path_factory.mktemp(t.name), input_in_arena=arena)
+    assert r["memory"]["input_in_arena"] == arena
+    with flash.emulate(t, r["firmware"]) as url, Device(url, timeout=3) as dev:
+        yield t, r["firmware"], dev
 
 
 @needs_qemu
@@ -147,6 +151,54 @@ def test_extensions(board):
     assert dev._reply("ek-read") == []
 
 
+def results(lines):
+    line = next(ln for ln in lines if ln.startswith("m-results-["))
+    return np.array([float(v) for v in line.removeprefix("m-results-[").removesuffix("]").split(",")], np.float32)
+
+
+@needs_qemu
+def test_input_in_the_arena_serves_repeated_runs(tmp_path):
+    """The input in the model's arena slot, which each run overwrites: repeated runs on one load still see
+    it (restored from the core's compact copy), or are refused when no copy fits; never run on garbage."""
+    n_in = 1024
+    model = firmware.fake_model(tmp_path / "m", n_in=n_in)
+    t = target.get("mps2-an386")
+    elf = firmware.build_firmware(t, model, "fake", HASH, tmp_path / "fw", input_in_arena=True)["firmware"]
+    rng = np.random.default_rng(3)
+    pixels = (rng.integers(0, 256, n_in) / np.float32(127.5) - 1).astype(np.float32)  # 8-bit image data
+    with flash.emulate(t, elf) as url, Device(url, timeout=10) as dev:
+        dev.load_input(pixels.tobytes())
+        np.testing.assert_allclose(results(dev.command("infer 3 2")), reference(pixels), rtol=2e-6)
+        np.testing.assert_allclose(results(dev.command("infer 1 0")), reference(pixels), rtol=2e-6)
+        counts = dev.measure(3)
+        assert max(counts) - min(counts) <= 80  # the restore is not counted
+        assert np.frombuffer(dev.read_output(), np.float32).tobytes() == reference(pixels).tobytes()
+        assert dev.command("db print 8 4") == ["m-buffer-" + "-".join(f"{b:02x}" for b in pixels.tobytes()[4:12])]
+        # a partial load after a run lands on the restored input, not on what the run left in the slot
+        part = np.float32(0.25).tobytes()
+        dev.port.write(f"ek-load 4 {zlib.crc32(part):08x} 8%".encode())
+        assert dev._line(3, "ek-load").startswith("m-ek-load-ready-")
+        dev.port.write(part)
+        dev._reply("ek-load")
+        edited = pixels.copy()
+        edited[2] = 0.25
+        np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(edited))
+        assert len(dev.profile()) == 3
+        np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(edited))
+
+        wide = rng.standard_normal(n_in).astype(np.float32)  # 1024 distinct values: no compact copy
+        dev.load_input(wide.tobytes())
+        for cmd in ("infer 2 0", "infer 1", "ek-time 2"):
+            with pytest.raises(DeviceError, match=r"e-\[input has over 256 distinct"):
+                dev.command(cmd)
+        np.testing.assert_allclose(np.frombuffer(dev.infer(), np.float32), reference(wide), rtol=2e-6)
+        for cmd in ("infer 1 0", "ek-time 1", "ek-profile", "db print 4"):
+            with pytest.raises(DeviceError, match=r"e-\[input consumed by the last inference"):
+                dev.command(cmd)
+        assert dev.command("results") and dev.read_output() == reference(wide).tobytes()  # the results stay
+        np.testing.assert_allclose(np.frombuffer(dev.infer(wide.tobytes()), np.float32), reference(wide), rtol=2e-6)
+
+
 # ---- the core on the host, under sanitizers ----
 WORDS = ["name", "profile", "help", "timestamp", "db", "load", "print", "infer", "results", "ek-info", "ek-read",
          "ek-time", "ek-profile", "0", "1", "3", "16", "255", "256", "257", "4294967295", "4294967296", "-1",
@@ -176,10 +228,10 @@ def host_build(tmp, model, cc, flags, sources):
     return firmware.compile_c(cc, srcs, [tmp, model, COMMON], flags, tmp / "prog")
 
 
-@pytest.fixture(scope="module")
-def asan_prog(model, tmp_path_factory):
+@pytest.fixture(scope="module", params=[[], [firmware.IN_ARENA]], ids=["own-buffer", "in-arena"])
+def asan_prog(request, model, tmp_path_factory):
     return host_build(tmp_path_factory.mktemp("asan"), model, "gcc",
-                      ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"],
+                      ["-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all", *request.param],
                       [COMMON / "ek_main.c", firmware.FIRMWARE / "ports" / "linux" / "ek_port.c"])
 
 
@@ -194,12 +246,13 @@ def test_asan_random_and_malformed_commands(asan_prog, seed, binary):
         assert p.stdout.count(b"m-ready\r\n") == stream.count(b"%") + 1
 
 
-def test_libfuzzer(model, tmp_path):
+@pytest.mark.parametrize("flags", [[], [firmware.IN_ARENA]], ids=["own-buffer", "in-arena"])
+def test_libfuzzer(model, tmp_path, flags):
     if not shutil.which("clang"):
         pytest.skip("clang not installed (apt-get install clang libclang-rt-14-dev)")
     try:
         prog = host_build(tmp_path, model, "clang",
-                          ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-DEK_MAX_ITERS=64"],
+                          ["-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-DEK_MAX_ITERS=64", *flags],
                           [firmware.FIRMWARE / "fuzz" / "ek_fuzz.c"])
     except Exception as e:
         pytest.skip(f"libFuzzer build failed (libclang-rt missing?): {e}")

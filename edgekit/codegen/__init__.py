@@ -9,14 +9,19 @@ from .plan import Buffer, plan
 
 def _buffers(prog):
     """Planner buffers: one per arena tensor (reshape aliases merged into their source), one per kernel
-    workspace live only during its kernel. Returns (buffers, keys)."""
+    workspace live only during its kernel. Returns (buffers, keys).
+    The model input gets a slot too (edgekit_NAME_input()), live from before the first kernel to its last
+    consumer, after which later tensors reuse it: writing the input there saves the caller a buffer of its
+    own (TFLite Micro keeps its input tensor in the arena for the same reason)."""
     span = {}
     for i, c in enumerate(prog.calls):
         for a in c.args:
             r = prog.root(a)
-            if prog.tensors[r].kind == "act":
+            if prog.tensors[r].kind in ("act", "input"):
                 lo, hi = span.get(r, (i, i))
                 span[r] = (min(lo, i), max(hi, i))
+    if prog.input in span:  # written before run() starts, so live from step 0 whoever reads it first
+        span[prog.input] = (0, span[prog.input][1])
     keys = list(span) + [("ws", i) for i, c in enumerate(prog.calls) if prog.kernels[c.kernel].workspace_bytes]
     bufs = [Buffer(prog.tensors[k].nbytes, *span[k]) if isinstance(k, str)
             else Buffer(prog.kernels[prog.calls[k[1]].kernel].workspace_bytes, k[1], k[1]) for k in keys]
@@ -52,6 +57,7 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
     tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
     info = {
         "name": name, "input_bytes": tin.nbytes, "output_bytes": tout.nbytes,
+        "input_offset": offsets.get(prog.input, 0),
         "input_shape": list(tin.shape), "output_shape": list(tout.shape),
         "arena_bytes": p.arena_bytes, "arena_lower_bound": p.lower_bound,
         "weights_bytes": sum(t.nbytes for t in prog.tensors.values() if t.kind == "const"),

@@ -172,9 +172,14 @@ extern "C" {{
 #define EDGEKIT_{N}_ARENA_BYTES   {info['arena_bytes']}
 #define EDGEKIT_{N}_WEIGHTS_BYTES {info['weights_bytes']}
 #define EDGEKIT_{N}_NUM_LAYERS    {len(info['layers'])}
+#define EDGEKIT_{N}_INPUT_OFFSET  {info['input_offset']}   /* of the input's slot in the arena */
 extern const char *const {p}_layer_names[];
 extern void (*{p}_layer_hook)(int layer);   /* called after each kernel when non-NULL; NULL by default */
-int {p}_run(const void *input, void *output); /* 0 on success */
+/* 0 on success. input: any buffer (never written), or {p}_input() to run in place without a copy */
+int {p}_run(const void *input, void *output);
+/* the input's slot in the arena ({ALIGN}-byte aligned, EDGEKIT_{N}_INPUT_BYTES long): write the input here to
+   save the RAM of a buffer of your own; run() then overwrites it once the last layer reading it is done */
+void *{p}_input(void);
 
 #ifdef __cplusplus
 }}
@@ -198,7 +203,7 @@ def model_c(name: str, prog, offsets: dict, ws: dict, arena_bytes: int) -> str:
            '#include <stddef.h>', '#include <stdint.h>', '#include "model.h"', '#include "runtime.h"', "",
            "/* placement of the weight arrays, e.g. a section in external flash (see README.md) */",
            "#ifndef EDGEKIT_WEIGHTS_ATTR", "#define EDGEKIT_WEIGHTS_ATTR", "#endif", ""]
-    if arena_bytes:  # a model whose every tensor is a user buffer or an alias of one needs none
+    if arena_bytes:  # none only when every tensor is the output or an alias of it (the input unread)
         out += [f"static uint8_t arena[{arena_bytes}] __attribute__((aligned({ALIGN})));", ""]
     for t in tensors:
         if t.kind == "const":
@@ -225,6 +230,10 @@ def model_c(name: str, prog, offsets: dict, ws: dict, arena_bytes: int) -> str:
         out += ["", PARALLEL_CALL.rstrip()]
     out += ["", f"const char *const {p}_layer_names[] = {{"]
     out += [f'  "{c.kernel}",' for c in prog.calls] + ["};", f"void (*{p}_layer_hook)(int layer) = NULL;", ""]
+    # the input's slot: run() reads the input wherever the caller keeps it (descriptors are set per call), so
+    # a caller-owned buffer costs no copy and stays intact, while one written here needs no buffer at all
+    slot = f"arena + {offsets[prog.input]}" if arena_bytes and prog.input in offsets else "NULL"
+    out += [f"void *{p}_input(void) {{ return {slot}; }}", ""]
     out += [f"int {p}_run(const void *input, void *output) {{"]
     for i, t in enumerate(user):  # kernels never write their inputs, so casting const away is safe
         out.append(f"  U[{i}].data = " + ("(void *)(uintptr_t)input;" if root(t.name) == prog.input else "output;"))
@@ -274,17 +283,24 @@ Self-contained: no TVM runtime, no malloc, only `memcpy`/`memset`/`math.h` from 
 
 ```c
 #include "model.h"
-static float in[EDGEKIT_{N}_INPUT_BYTES / 4], out[EDGEKIT_{N}_OUTPUT_BYTES / 4];
-int err = {p}_run(in, out);   /* 0 on success, else 1 + the failing layer; input is never written */
+static float out[EDGEKIT_{N}_OUTPUT_BYTES / 4];
+float *in = {p}_input();      /* the input's slot in the arena: fill it (camera, ADC...) */
+int err = {p}_run(in, out);   /* 0 on success, else 1 + the failing layer */
 ```
 
 `{p}_run` uses one static arena: it is not reentrant (one call at a time).
+
+The input: write the input straight into `{p}_input()` to save the copy and the RAM of a separate
+buffer. That slot lies in the arena (offset `EDGEKIT_{N}_INPUT_OFFSET`) and is reused by later layers once the
+last layer reading the input has run, so after `{p}_run` it no longer holds the input: write it again before
+the next run. Any other buffer works too (`{p}_run(my_input, out)`): it is read in place, never written,
+and stays valid for repeated runs, at the cost of its own RAM.
 
 | | |
 | --- | --- |
 | input | {info['input_shape']} float32 NCHW, {info['input_bytes']} B |
 | output | {info['output_shape']} float32, {info['output_bytes']} B |
-| arena (static RAM) | {info['arena_bytes']} B (tensor lower bound {info['arena_lower_bound']} B) |
+| arena (static RAM) | {info['arena_bytes']} B, input slot included (tensor lower bound {info['arena_lower_bound']} B) |
 | weights (const, flash) | {info['weights_bytes']} B (see `EDGEKIT_WEIGHTS_ATTR`) |
 | layers (kernel calls) | {len(info['layers'])} |
 

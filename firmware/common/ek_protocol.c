@@ -16,8 +16,25 @@
 #define EK_LOAD_TIMEOUT_MS 500 /* silence that ends a binary load, so a dropped byte cannot wedge it */
 #endif
 
-static uint32_t in_buf[(EK_MODEL_INPUT_BYTES + 3) / 4], out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4]; /* word aligned */
+/* The input buffer. By default a buffer of the core's own, which the model only reads: any loaded input then
+   serves any number of runs. Built with EK_INPUT_IN_ARENA (edgekit.firmware does so when the model plus that
+   buffer overflow the board's RAM), the input lives in the model's arena slot instead, which the run reuses
+   once the last layer reading the input is done. Repeated runs (infer N W, ek-time N) then need the input
+   back: before the first run the core keeps a compact, exact copy of it (a palette of its distinct 32-bit
+   words, at most 256, and one index byte per word: a quarter of its size; any input made from 8-bit pixels
+   qualifies) and restores the slot from it before each further run. An input with more distinct words
+   serves one run; more are refused with an e-[...] line rather than computed on garbage. */
+#if EK_INPUT_IN_ARENA
+#define IN ((uint8_t *)EK_MODEL_INPUT_BUFFER())
+#define IN_WORDS (EK_MODEL_INPUT_BYTES / 4)
+static uint32_t pal[256], pal_n;                       /* sorted distinct words of the input */
+static uint8_t pal_idx[IN_WORDS ? IN_WORDS : 1], pal_tail[4]; /* per word; the bytes past the last word */
+static int slot_ok, copy_ok; /* the slot holds the loaded input; the compact copy does */
+#else
+static uint32_t in_buf[(EK_MODEL_INPUT_BYTES + 3) / 4]; /* word aligned */
 #define IN ((uint8_t *)in_buf)
+#endif
+static uint32_t out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4];
 #define OUT ((uint8_t *)out_buf)
 static uint32_t db_want, db_have; /* db load: bytes announced / received so far */
 static int have_results;
@@ -83,14 +100,72 @@ static int parse_hex32(const char *s, uint32_t *v) {
   return 1;
 }
 
+/* ---- the input ---- */
+#if EK_INPUT_IN_ARENA
+static uint32_t pal_find(uint32_t v) { /* first palette index whose word is >= v */
+  uint32_t lo = 0, hi = pal_n;
+  while (lo < hi) { uint32_t mid = (lo + hi) / 2; if (pal[mid] < v) lo = mid + 1; else hi = mid; }
+  return lo;
+}
+static int save_input(void) { /* the compact copy of the slot; 0 if the input has over 256 distinct words */
+  uint32_t v, k;
+  pal_n = 0;
+  for (uint32_t i = 0; i < IN_WORDS; i++) { /* pass 1: the sorted set of words */
+    memcpy(&v, IN + 4 * i, 4);
+    if ((k = pal_find(v)) < pal_n && pal[k] == v) continue;
+    if (pal_n == 256) return 0;
+    memmove(pal + k + 1, pal + k, (pal_n - k) * sizeof *pal);
+    pal[k] = v; pal_n++;
+  }
+  for (uint32_t i = 0; i < IN_WORDS; i++) { memcpy(&v, IN + 4 * i, 4); pal_idx[i] = (uint8_t)pal_find(v); }
+  memcpy(pal_tail, IN + 4 * IN_WORDS, EK_MODEL_INPUT_BYTES % 4);
+  return 1;
+}
+static void restore_input(void) {
+  for (uint32_t i = 0; i < IN_WORDS; i++) memcpy(IN + 4 * i, &pal[pal_idx[i]], 4);
+  memcpy(IN + 4 * IN_WORDS, pal_tail, EK_MODEL_INPUT_BYTES % 4);
+  slot_ok = 1;
+}
+static void consumed(void) { err("input consumed by the last inference (it lives in the model's arena): load it again]"); }
+/* before the host reads (write = 0) or writes input bytes: the slot must hold the loaded input. If the last
+   run consumed an input that had no copy, a read is refused and a write starts from zeros, as after boot. */
+static int input_access(int write) {
+  if (!slot_ok) {
+    if (copy_ok) restore_input();
+    else if (!write) { consumed(); return -1; }
+    else { memset(IN, 0, EK_MODEL_INPUT_BYTES); slot_ok = 1; }
+  }
+  if (write) copy_ok = 0;
+  return 0;
+}
+/* before `runs` inferences on the loaded input; nonzero (after an e- line) if they cannot all see it */
+static int input_prepare(uint32_t runs) {
+  if (!slot_ok && !copy_ok) { consumed(); return -1; }
+  if (!copy_ok) copy_ok = save_input();
+  if (!copy_ok && runs > 1) {
+    err("input has over 256 distinct float values and lives in the model's arena: one inference per load]");
+    return -1;
+  }
+  return 0;
+}
+static void input_ready(void) { if (!slot_ok) restore_input(); } /* the slot holds the input */
+static void input_consumed(void) { slot_ok = 0; }                 /* the run reused the slot */
+#else
+static int input_access(int write) { (void)write; return 0; }
+static int input_prepare(uint32_t runs) { (void)runs; return 0; }
+static void input_ready(void) {}
+static void input_consumed(void) {}
+#endif
+
 /* ---- the model ---- */
-static int run_model(void) {
-  int rc = EK_MODEL_RUN(in_buf, out_buf);
+static int run_model(void) { /* one inference; the caller has called input_prepare, and input_ready */
+  int rc = EK_MODEL_RUN(IN, out_buf);
+  input_consumed();
   have_results = rc == 0;
   if (rc) err("Model run failed]");
   return rc;
 }
-static int run_n(uint32_t n) { while (n--) if (run_model()) return -1; return 0; }
+static int run_n(uint32_t n) { while (n--) { input_ready(); if (run_model()) return -1; } return 0; }
 static void lap(void) { put("m-lap-us-"); put_u64(ek_port_counter() / ek_port_counter_per_us); endl(); }
 static void results(void) {
   put("m-results-[");
@@ -114,11 +189,13 @@ static void cmd_db(int argc, char **argv) {
       put("e-[db load: N must be 1.."); put_u64(EK_MODEL_INPUT_BYTES); put("]"); endl(); return;
     }
     db_want = n; db_have = 0;
+    input_access(1);
     put("m-[Expecting "); put_u64(n); put(" bytes]"); endl();
   } else if (argc >= 2 && argc <= 4 && !strcmp(argv[1], "print")) {
     n = 16;
     if ((argc > 2 && !parse_u32(argv[2], &n)) || (argc > 3 && !parse_u32(argv[3], &off)) ||
         n > EK_MODEL_INPUT_BYTES || off > EK_MODEL_INPUT_BYTES - n) { err("db print: N offset out of range]"); return; }
+    if (input_access(0)) return;
     for (uint32_t i = 0; i < n; i++) {
       if (i % 8 == 0) put("m-buffer");
       put("-"); put_hex(IN[off + i], 2);
@@ -130,6 +207,7 @@ static void cmd_db(int argc, char **argv) {
     if (len % 2) { err("db: odd number of hex digits]"); return; }
     for (size_t i = 0; i < len; i++) if (hexval(argv[1][i]) < 0) { err("db: not a hex digit]"); return; }
     if (len / 2 > db_want - db_have) { err("db: more bytes than db load announced]"); return; }
+    input_access(1); /* an inference may have run since db load */
     for (size_t i = 0; i < len; i += 2) IN[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
     if (db_have == db_want) { db_want = 0; line("m-load-done", ""); }
   } else err("db: use db load N, db HEX or db print [N] [offset]]");
@@ -140,6 +218,7 @@ static void cmd_infer(int argc, char **argv) {
   if (argc < 2 || argc > 3 || !parse_u32(argv[1], &n) || n == 0) { err("Inference iterations must be >0]"); return; }
   if (argc == 3 && !parse_u32(argv[2], &w)) { err("infer: warmup W must be a number >= 0]"); return; }
   if (n > EK_MAX_ITERS || w > EK_MAX_ITERS) { err("infer: too many iterations]"); return; }
+  if (input_prepare(n + w)) return;
   put("m-warmup-start-"); put_u64(w); endl();
   if (run_n(w)) return;
   line("m-warmup-done", "");
@@ -177,6 +256,7 @@ static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw b
     put("e-[ek-load: use ek-load N CRC32HEX [OFFSET] with 0 < N, N+OFFSET <= "); put_u64(EK_MODEL_INPUT_BYTES);
     put("]"); endl(); return;
   }
+  input_access(1);
   put("m-ek-load-ready-"); put_u64(n); endl();
   for (; got < n; got++) {
     int c = ek_port_getc(EK_LOAD_TIMEOUT_MS);
@@ -208,7 +288,9 @@ static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT 
     err("ek-time: use ek-time N with N > 0]");
     return;
   }
+  if (input_prepare(n)) return;
   while (n--) {
+    input_ready(); /* outside the count: restoring the input is the protocol's work, not the model's */
     uint64_t t0 = ek_port_counter();
     if (run_model()) return;
     put("m-ek-time-"); put_u64(ek_port_counter() - t0); endl();
@@ -216,6 +298,8 @@ static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT 
 }
 
 static void cmd_profile(void) { /* one inference; the layer hook stamps the counter after each kernel */
+  if (input_prepare(1)) return;
+  input_ready();
   EK_MODEL_LAYER_HOOK = hook;
   stamps[0] = ek_port_counter();
   for (int i = 1; i <= EK_MODEL_NUM_LAYERS; i++) stamps[i] = stamps[0];
@@ -277,6 +361,10 @@ static void dispatch(char *s) {
 void ek_boot(void) {
   db_want = db_have = 0;
   have_results = 0;
+#if EK_INPUT_IN_ARENA
+  memset(IN, 0, EK_MODEL_INPUT_BYTES); /* the input reads as zeros after boot, as a static buffer would */
+  slot_ok = 1; copy_ok = 0;
+#endif
   olen = 0;
   line("m-timestamp-mode-performance", "");
   line("m-init-done", "");
