@@ -26,7 +26,7 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
                 "model_source": str(model), **count_onnx(onnx_model)}
     cost = count(layers(cfg))
     return {"arch": cfg.arch, "alpha": cfg.alpha, "resolution": list(cfg.resolution), "classes": cfg.classes,
-            "model_source": "edgekit" , "macs": cost["macs"], "params": cost["params"]}
+            "model_source": "edgekit", "macs": cost["macs"], "params": cost["params"]}
 
 
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,

@@ -19,6 +19,10 @@ ALPHA = typer.Option(1.0, "--alpha", help="Width multiplier, in (0, 2].")
 RESOLUTION = typer.Option("224", "--resolution", help="Input size: 224, or HxW such as 160x128 (>= 32).")
 CLASSES = typer.Option(1000, "--classes", help="Number of output classes.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+TARGET = typer.Option(..., "--target", help="Board name (see `edgekit targets`).")
+MODEL = typer.Option(None, "--model", help="Your own model: .onnx, .keras or float .tflite.")
+WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the MobileNet.")
+OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
 
 
 def _console():
@@ -82,12 +86,9 @@ def summary(arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION
 
 
 @app.command()
-def build(target: str = typer.Option(..., "--target", help="Board name (see `edgekit targets`)."),
-          arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION, classes: int = CLASSES,
-          model: Optional[Path] = typer.Option(None, "--model", help="Your own model: .onnx, .keras or float .tflite."),
-          weights: Optional[Path] = typer.Option(None, "--weights", help="Keras weights file for the MobileNet."),
-          out: Optional[Path] = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>)."),
-          json_out: bool = JSON):
+def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
+          classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
+          out: Optional[Path] = OUT, json_out: bool = JSON):
     """Compile a model for a board into one build directory."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
@@ -165,12 +166,9 @@ def bench(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
 
 
 @app.command()
-def run(target: str = typer.Option(..., "--target", help="Board name (see `edgekit targets`)."),
-        arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION, classes: int = CLASSES,
-        model: Optional[Path] = typer.Option(None, "--model", help="Your own model: .onnx, .keras or float .tflite."),
-        weights: Optional[Path] = typer.Option(None, "--weights", help="Keras weights file for the MobileNet."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Build directory."),
-        port: Optional[str] = PORT, host: Optional[str] = HOST,
+def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
+        classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
+        out: Optional[Path] = OUT, port: Optional[str] = PORT, host: Optional[str] = HOST,
         inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
         runs: int = typer.Option(3, "--runs", help="Inferences to time."), threads: Optional[int] = THREADS,
         json_out: bool = JSON):

@@ -1,4 +1,4 @@
-"""ONNX -> TVM Relax, and Relax -> compiled libraries for boards that run TVM's LLVM or CUDA output."""
+"""ONNX -> TVM Relax: the one module every board's back end (codegen for C, cuda for Jetson) starts from."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,18 +24,3 @@ def import_onnx(model):
                          "or export the model with plainer ones") from None
     return relax.transform.DecomposeOpsForInference()(mod)
 
-
-def tvm_target(spec):
-    """A TVM Target from a target file's [tvm] section value: a dict, or a tag such as 'nvidia/jetson-orin-nano'."""
-    import tvm
-    return tvm.target.Target(spec)
-
-
-def build_library(mod, target, path: Path, cross_cc: str | None = None) -> Path:
-    """Compile a Relax module with TVM's default pipeline and export it as a shared library for the board."""
-    import tvm
-
-    ex = tvm.compile(mod, tvm_target(target))
-    fcompile = tvm.support.cc.cross_compiler(cross_cc) if cross_cc else None
-    ex.export_library(str(path), fcompile=fcompile)
-    return path
