@@ -20,9 +20,8 @@ def load_build(build_dir: Path) -> tuple[dict, Path]:
     return json.loads(path.read_text()), build_dir
 
 
-def program(build_dir: Path) -> Path:
-    """The program the board runs: firmware ELF, or the Linux runner binary."""
-    manifest, build_dir = load_build(build_dir)
+def program(build_dir: Path, manifest: dict) -> Path:
+    """The program the board runs: firmware ELF, or the Linux runner binary (manifest: from load_build)."""
     fw = manifest.get("artifact", {}).get("firmware")
     if not fw:
         raise UsageError(f"{build_dir} holds no firmware for a serial link ({manifest['target']}): "
@@ -70,10 +69,10 @@ def connect(build_dir: Path, port: str | None = None, host: str | None = None, t
     elif port:
         where, source = nullcontext(port), "device"
     elif board.emulator:
-        where, source = emulate(board, program(build_dir), args=args), "emulator"
+        where, source = emulate(board, program(build_dir, manifest), args=args), "emulator"
     else:  # a board that runs on this machine (check_reachable let nothing else through)
         from .flash import run_local
-        where, source = run_local(program(build_dir), args=args), "device"
+        where, source = run_local(program(build_dir, manifest), args=args), "device"
     with where as url, Device(url, timeout=timeout) as dev:
         dev.check_model(manifest["model_sha256"])
         yield manifest, dev, source
@@ -91,7 +90,7 @@ def _remote_program(build_dir: Path, manifest: dict) -> tuple[list[Path], list[s
         return deploy_files(build_dir, art), runner_argv(art), remote_dir
     if targets.get(manifest["target"]).kind != "linux":
         raise UsageError(f"{manifest['target']} is not a Linux board: flash it with pyocd or use its emulator")
-    fw = program(build_dir)
+    fw = program(build_dir, manifest)
     return [fw], [f"./{fw.name}"], remote_dir
 
 

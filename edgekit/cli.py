@@ -123,9 +123,10 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
                                 f"validate with --port {url} (or --host {host})")
     if not emulate:  # a real board: program it, then (given its port) check what it runs
         from .flash import flash_board
-        flash_board(tgt, boards.program(build_dir))
+        elf = boards.program(build_dir, manifest)
+        flash_board(tgt, elf)
         if not port:
-            return _console().print(f"flashed {boards.program(build_dir)} to {tgt.name}: validate it with --port URL")
+            return _console().print(f"flashed {elf} to {tgt.name}: validate it with --port URL")
     with boards.connect(build_dir, None if emulate else port, None, threads=threads) as (_, dev, source):
         info = dev.info()
     _console().print(f"{tgt.name} ({source}) runs model {info['name']} hash {info['hash']}: "
