@@ -145,6 +145,7 @@ def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Opti
     x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
     with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
         result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x), "source": source}}
+    _warn(result["validation"])
     _show(result, json_out, _print_validation)
     if not result["validation"]["passed"]:
         raise WorkError(f"validation failed on {manifest['target']} ({source}): outputs differ from ONNX Runtime")
@@ -194,6 +195,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
             status.update("bench")
             lat = report.latency(dev, manifest, board, source, runs)
     result = {**manifest, "validation": val, "latency": lat}
+    _warn(val)
     _show(result, json_out, lambda c, r: (_print_manifest(c, r), _print_validation(c, r), _print_latency(c, r)))
     if not val["passed"]:
         raise WorkError(f"validation failed on {target} ({source}): outputs differ from ONNX Runtime")
@@ -201,6 +203,11 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
 
 def _contract(m: dict) -> dict:
     return {k: m.get(k) for k in ("target", "arch", "alpha", "resolution", "macs", "params", "artifact", "memory")}
+
+
+def _warn(result):
+    for w in result.get("warnings", []):
+        sys.stderr.write(f"edgekit: warning: {w}\n")
 
 
 def _show(result, json_out, table):

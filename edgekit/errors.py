@@ -9,3 +9,7 @@ class UsageError(Exception):
 class WorkError(Exception):
     """The work itself failed (validation mismatch, board error): exit 1."""
     exit_code = 1
+
+
+class InternalError(WorkError):
+    """edgekit itself went wrong (a broken invariant): exit 1, nothing half-made is kept."""

@@ -35,18 +35,20 @@ def check_file(path: Path, what: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def keras_to_onnx(model):
-    """A Keras model with one NHWC image input as ONNX with an NCHW input 'input' and output 'output'."""
+    """A Keras model with one fixed-size input as ONNX with input 'input' and output 'output'; an NHWC image
+    input becomes NCHW."""
     _quiet_tensorflow()
     import tensorflow as tf
     import tf2onnx
 
     shape = tuple(model.inputs[0].shape)
-    if len(model.inputs) != 1 or len(shape) != 4 or None in shape[1:]:
-        raise UsageError(f"model input shape {shape} is not one fixed-size NHWC image: export it with a fixed size")
+    if len(model.inputs) != 1 or len(shape) < 2 or None in shape[1:]:
+        raise UsageError(f"model input shape {shape} is not one fixed-size tensor: export it with a fixed size")
     spec = [tf.TensorSpec((1, *shape[1:]), tf.float32, name="input")]
     # from_function, not from_keras: from_keras loses output names of Sequential models under Keras 3
     fn = tf.function(lambda x: model(x, training=False))
-    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET, inputs_as_nchw=["input"])
+    onnx_model, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET,
+                                                  inputs_as_nchw=["input"] if len(shape) == 4 else None)
     return _rename_output(onnx_model, "output")
 
 

@@ -56,4 +56,15 @@ def run(dev, build_dir: Path, inputs: np.ndarray) -> dict:
         outs.append(np.frombuffer(dev.infer(np.ascontiguousarray(x).tobytes()), dtype=np.float32))
     got = np.stack(outs)
     ref = reference(Path(build_dir) / "model.onnx", inputs)
-    return {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs)}
+    return {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs), "warnings": input_blind(inputs, got)}
+
+
+def input_blind(inputs: np.ndarray, outputs: np.ndarray) -> list[str]:
+    """A warning when distinct inputs all gave the same output bytes: a model (or a miscompilation) that
+    ignores its input must not pass quietly, even where the reference agrees (a saturated classifier)."""
+    if len(np.unique(inputs.reshape(len(inputs), -1), axis=0)) < 2:
+        return []
+    if len(np.unique(outputs.reshape(len(outputs), -1), axis=0)) > 1:
+        return []
+    return [f"{len(inputs)} distinct inputs gave identical outputs: the model on the board may ignore its input "
+            "(validate with real inputs: --npy)"]

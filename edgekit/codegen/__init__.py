@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from .plan import Buffer, plan
+from .verify import verify
 
 
 def _buffers(prog):
@@ -40,20 +41,21 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
     from .lower import lower
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must be a lower-case C identifier")
+    if llvm and emit.ALIGN < 64:  # LLVM's vector loads then fault on edgekit's 16-byte aligned tensors
+        raise NotImplementedError("edgekit codegen: TVM's LLVM kernels assume 64-byte aligned tensors: set "
+                                  "codegen.emit.ALIGN = 64 and pass 64-byte aligned input and output")
     target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
     prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if llvm:
-        from .lower import build_llvm
-        if emit.ALIGN < 64:  # LLVM's vector loads then fault on edgekit's 16-byte aligned tensors
-            raise NotImplementedError("edgekit codegen: TVM's LLVM kernels assume 64-byte aligned tensors: set "
-                                      "codegen.emit.ALIGN = 64 and pass 64-byte aligned input and output")
-        prog = build_llvm(prog, llvm, out_dir / "kernels.o")
     bufs, keys = _buffers(prog)
     p = plan(bufs, align=emit.ALIGN)
     offsets = {k: o for k, o in zip(keys, p.offsets) if isinstance(k, str)}
     ws = {k[1]: (o, b.size) for k, o, b in zip(keys, p.offsets, bufs) if not isinstance(k, str)}
+    verify(prog, offsets, ws, p.arena_bytes, emit.ALIGN)  # raises before any file is written
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if llvm:
+        from .lower import build_llvm
+        prog = build_llvm(prog, llvm, out_dir / "kernels.o")
     tin, tout = prog.tensors[prog.input], prog.tensors[prog.output]
     info = {
         "name": name, "input_bytes": tin.nbytes, "output_bytes": tout.nbytes,

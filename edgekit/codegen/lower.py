@@ -215,9 +215,22 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
     def sinfo(v):
         return tuple(int(d) for d in v.ty.shape.values), str(v.ty.dtype)
 
+    taken = set()
+
+    def unique(name):
+        """A C identifier for each Relax var: their name hints repeat (FuseOps names new bindings lv, lv1...
+        beside the importer's own) and hold ONNX characters such as ':' and '/'."""
+        base = re.sub(r"\W", "_", name) or "t"
+        base = "t" + base if base[0].isdigit() else base
+        n, i = base, 1
+        while n in taken:
+            n, i = f"{base}_{i}", i + 1
+        taken.add(n)
+        return n
+
     (inp,) = main.params
-    tensors[inp.name] = Tensor(inp.name, *sinfo(inp), "input")
-    names[inp] = inp.name
+    names[inp] = unique(inp.name)
+    tensors[names[inp]] = Tensor(names[inp], *sinfo(inp), "input")
     consts = {}
 
     def arg_name(a):
@@ -225,7 +238,7 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
             arr = a.value.numpy()
             key = (arr.dtype.str, arr.shape, arr.tobytes())  # by content: ONNX repeats scalars and BN params
             if key not in consts:
-                n = f"c{len(consts)}"
+                n = unique(f"c{len(consts)}")
                 consts[key] = n
                 tensors[n] = Tensor(n, tuple(arr.shape), str(arr.dtype), "const", arr)
             return consts[key]
@@ -236,8 +249,10 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
     out_var = body.body
     for b in bindings:
         v, e = b.var, b.value
-        tname = v.name
-        names[v] = tname
+        if isinstance(e, Var):
+            names[v] = names[e]
+            continue
+        tname = names[v] = unique(v.name)
         shape, dtype = sinfo(v)
         kind = "output" if v.same_as(out_var) else "act"
         if isinstance(e, RCall) and e.op.name == "relax.call_tir":
@@ -252,14 +267,12 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
             calls.append(Call(tname, gv.name_hint, [arg_name(a) for a in args] + [tname]))
         elif isinstance(e, RCall) and e.op.name == "relax.reshape" and kind == "act":
             tensors[tname] = Tensor(tname, shape, dtype, kind, alias=arg_name(e.args[0]))
-        elif isinstance(e, Var):
-            names[v] = names[e]
         else:
             raise NotImplementedError(f"edgekit codegen: unsupported binding {tname} = {e}")
     output = names[out_var] if isinstance(out_var, Var) else None
     if output is None or tensors[output].kind != "output":
         raise NotImplementedError("edgekit codegen: the model must return one tensor computed by a kernel")
-    return Program(tensors, calls, kernels, inp.name, output)
+    return Program(tensors, calls, kernels, names[inp], output)
 
 
 # What TVM's LLVM kernels may import: the parallel launcher, through a pointer threads.c defines
