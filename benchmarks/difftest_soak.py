@@ -5,7 +5,8 @@ ONNX Runtime (tests/graphgen.py makes the graphs, tests/difftest.py checks them)
 
 Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed alone. Every 4th graph is
 generated for the Linux boards' split kernels (threads.c), every 10th with TVM's unscheduled kernels (arena
-workspaces). Prints each failure as it comes, then graphs run / passed / failed / skipped, failures by kind
+workspaces), every 5th for Cortex-M4 and compiled with arm-none-eabi-gcc too. --board T --board-every K also
+runs every Kth graph through `edgekit build --target T` + `edgekit validate` (QEMU for mps2-an386: ~10 s each). Prints each failure as it comes, then graphs run / passed / failed / skipped, failures by kind
 and skips by reason; exits 1 when any graph failed. With --out, each failing graph is saved as .onnx and
 as onnx.helper code (shrunk first with --shrink).
 """
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +31,8 @@ import graphgen  # noqa: E402
 
 
 def variant(seed: int) -> dict:
-    return {"threads": seed % 4 == 3, "schedule": seed % 10 != 7}
+    arm = seed % 5 == 1 and shutil.which("arm-none-eabi-gcc") is not None
+    return {"threads": seed % 4 == 3, "schedule": seed % 10 != 7, "arm": arm}
 
 
 def main(argv=None) -> int:
@@ -38,8 +42,10 @@ def main(argv=None) -> int:
     ap.add_argument("--max-ops", type=int, default=8, help="operators per graph, at most")
     ap.add_argument("--max-elems", type=int, default=4096, help="elements per tensor, at most")
     ap.add_argument("--out", type=Path, help="save failing graphs here (.onnx and .py)")
-    ap.add_argument("--shrink", action="store_true", help="shrink each failing graph before saving it")
+    ap.add_argument("--shrink", action="store_true", help="shrink the first failing graph of each kind before saving it")
     ap.add_argument("--verbose", action="store_true", help="print every graph's outcome")
+    ap.add_argument("--board", help="also build and validate some graphs on this target through the CLI")
+    ap.add_argument("--board-every", type=int, default=50, help="with --board: every Kth graph")
     args = ap.parse_args(argv)
 
     counts, kinds, skips = collections.Counter(), collections.Counter(), collections.Counter()
@@ -54,6 +60,10 @@ def main(argv=None) -> int:
             outcome = difftest.Outcome("fail", "generator", str(e))
         except Exception as e:  # noqa: BLE001 (a harness error must not end a soak of thousands)
             outcome = difftest.Outcome("fail", f"harness: {type(e).__name__}", str(e))
+        if outcome.status == "pass" and args.board and i % args.board_every == 0:
+            with tempfile.TemporaryDirectory(prefix="difftest-cli-") as d:
+                outcome = difftest.check_cli(model, Path(d), target=args.board)
+            opts = {**opts, "board": args.board}
         counts[outcome.status] += 1
         if outcome.status == "skip":
             skips[outcome.kind] += 1
@@ -61,8 +71,8 @@ def main(argv=None) -> int:
             kinds[outcome.kind] += 1
             print(f"seed {seed} {opts}: FAIL {outcome.kind}: {outcome.detail.strip().splitlines()[-1][:300] if outcome.detail else ''}",
                   flush=True)
-            if args.out:
-                save(model, outcome, seed, opts, args)
+            if args.out:  # shrinking takes dozens of builds: only the first failure of each kind
+                save(model, outcome, seed, opts, args, shrink=args.shrink and kinds[outcome.kind] == 1)
         elif args.verbose:
             print(f"seed {seed}: {outcome.status} {outcome.kind}", flush=True)
         if (i + 1) % 100 == 0:
@@ -78,11 +88,14 @@ def main(argv=None) -> int:
     return 1 if counts["fail"] else 0
 
 
-def save(model, outcome, seed: int, opts: dict, args) -> None:
+def save(model, outcome, seed: int, opts: dict, args, shrink: bool) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.shrink and outcome.kind != "generator":
+    if shrink and outcome.kind != "generator":
         def same_failure(m):
             try:
+                if "board" in opts:
+                    with tempfile.TemporaryDirectory(prefix="difftest-cli-") as d:
+                        return difftest.check_cli(m, Path(d), target=opts["board"]).kind == outcome.kind
                 return difftest.check_graph(m, **opts).kind == outcome.kind
             except difftest.GeneratorError:
                 return False

@@ -33,6 +33,8 @@ TOLERANCE = 1e-4        # of the output's scale, as `edgekit validate` uses
 SCALE_FLOOR = 1e-2      # outputs near zero are compared at this scale: float noise is relative to the inputs
 SOURCES = ["model.c", "kernels.c", "shim.c"]
 CFLAGS = ["-O2", "-Wall", "-Wextra", "-shared", "-fPIC"]
+ARM = ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16", "-O2", "-Wall",
+       "-Wextra", "-c"]
 
 
 @dataclass
@@ -144,10 +146,11 @@ def run_in_child(lib_path, name, xs, out_shape, timeout: float = 60.0):
 
 
 def check_graph(model, workdir: Path | None = None, threads: bool = False, schedule: bool = True,
-                name: str = "g") -> Outcome:
+                arm: bool = False, name: str = "g") -> Outcome:
     """Build `model` with edgekit's library (import, lower, plan, emit), compile it with gcc, run it on two
     random inputs and compare with ONNX Runtime. threads: the Linux boards' split kernels (threads.c);
-    schedule=False: TVM's unscheduled kernels, whose workspaces come from the arena."""
+    schedule=False: TVM's unscheduled kernels, whose workspaces come from the arena; arm: generate for
+    Cortex-M4 as MCU builds do, and also compile it with arm-none-eabi-gcc (no warnings allowed)."""
     from edgekit import codegen, compiler
     from edgekit.errors import UsageError
 
@@ -165,7 +168,7 @@ def check_graph(model, workdir: Path | None = None, threads: bool = False, sched
         except Exception as e:  # noqa: BLE001
             return Outcome("fail", f"import-crash: {type(e).__name__}", traceback.format_exc(limit=-3))
         try:
-            info = codegen.generate(mod, d, name, threads=threads, schedule=schedule)
+            info = codegen.generate(mod, d, name, threads=threads, schedule=schedule, mcpu="cortex-m4" if arm else None)
         except NotImplementedError as e:  # build.py turns these into "cannot be built for <board> yet"
             return Outcome("skip", "codegen: " + _short(str(e)), str(e))
         except Exception as e:  # noqa: BLE001
@@ -178,6 +181,10 @@ def check_graph(model, workdir: Path | None = None, threads: bool = False, sched
             return Outcome("fail", "c-compile-error", r.stderr[-2000:])
         if r.stderr.strip():
             return Outcome("fail", "c-warning", r.stderr[-2000:])
+        if arm:
+            r = subprocess.run([*ARM, *SOURCES], cwd=d, capture_output=True, text=True)
+            if r.returncode != 0 or r.stderr.strip():
+                return Outcome("fail", "arm-c-warning" if r.returncode == 0 else "arm-c-compile-error", r.stderr[-2000:])
         if list(info["output_shape"]) != list(refs[0].shape):
             return Outcome("fail", "output-shape", f"edgekit {info['output_shape']}, ONNX Runtime {list(refs[0].shape)}")
         msg = run_in_child(lib, name, xs, tuple(info["output_shape"]))
