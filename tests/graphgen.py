@@ -122,6 +122,17 @@ class Graph:
         self.nodes.append(helper.make_node("DequantizeLinear", args, [out], **attrs))
         return out
 
+    def bias(self, n: int) -> str:
+        """A float bias, or DequantizeLinear of int32 (TFLite's int8 convention: no zero point)."""
+        b = self.floats(n, 0.3)
+        if not self.choose.chance(0.2):
+            return self.const(b, "b")
+        scale = np.float32(1e-3)
+        args = [self.const(np.round(b / scale).astype(np.int32), "qb"), self.const(scale, "sb")]
+        out = self.fresh("dqb")
+        self.nodes.append(helper.make_node("DequantizeLinear", args, [out]))
+        return out
+
     def model(self, output: Value) -> onnx.ModelProto:
         for n in self.nodes:  # the output is always "y": every graph's interface is x -> y
             n.output[:] = ["y" if o == output.name else o for o in n.output]
@@ -340,7 +351,7 @@ def op_conv(g, x):
     fan_in = ch // groups * numel(ks)
     ins = [x.name, g.weight((out_ch, ch // groups, *ks), fan_in)]
     if c.chance(0.6):
-        ins.append(g.const(g.floats(out_ch, 0.3), "b"))
+        ins.append(g.bias(out_ch))
     return g.node("Conv", ins, (x.shape[0], out_ch, *out), **attrs)
 
 
