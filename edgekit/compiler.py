@@ -14,6 +14,7 @@ def import_onnx(model):
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model))
+    model = _fold_shapes(model)
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
     try:
@@ -24,3 +25,20 @@ def import_onnx(model):
                          "or export the model with plainer ones") from None
     return relax.transform.DecomposeOpsForInference()(mod)
 
+
+
+def _fold_shapes(model):
+    """Shape arithmetic (Shape -> Gather -> Concat -> Reshape, as torch.onnx and sometimes tf2onnx write) on a
+    model whose shapes are all static, folded into constants by ONNX Runtime's basic level (constant folding and
+    other rewrites that keep to standard ONNX operators): TVM's importer takes a Reshape's shape only as a constant."""
+    if not any(n.op_type in ("Shape", "Size") for n in model.graph.node):
+        return model
+    import tempfile
+    import onnx
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    with tempfile.TemporaryDirectory() as d:
+        opts.optimized_model_filepath = f"{d}/folded.onnx"
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return onnx.load(opts.optimized_model_filepath)

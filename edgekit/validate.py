@@ -43,20 +43,60 @@ def metrics(ref: np.ndarray, got: np.ndarray) -> dict:
 
 
 def reference(onnx_path: Path, inputs: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's outputs, one flat row per input (the board sends its output flat, whatever its shape)."""
     import onnxruntime as ort
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    return np.stack([sess.run(None, {name: x[None]})[0][0] for x in inputs])
+    opts = ort.SessionOptions()
+    # basic = constant folding only: the full level fuses DequantizeLinear(int8) + MatMul into MatMulNBits,
+    # which quantizes activations too, and would be an approximate reference
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    return np.stack([sess.run(None, {inp.name: x.reshape(inp.shape)})[0].reshape(-1) for x in inputs])
 
 
-def run(dev, build_dir: Path, inputs: np.ndarray) -> dict:
-    """Send each input through the board (binary, CRC-checked), compare with ONNX Runtime."""
+def run(dev, build_dir: Path, inputs: np.ndarray, labels: np.ndarray | None = None, classes: list | None = None,
+        progress=lambda done, total: None) -> dict:
+    """Send each input through the board (binary, CRC-checked), compare with ONNX Runtime. With `labels`, also
+    the accuracy of both (the MLPerf Tiny accuracy mode): it passes only if they agree on every image."""
     outs = []
-    for x in inputs:
+    for i, x in enumerate(inputs):
         outs.append(np.frombuffer(dev.infer(np.ascontiguousarray(x).tobytes()), dtype=np.float32))
+        progress(i + 1, len(inputs))
     got = np.stack(outs)
     ref = reference(Path(build_dir) / "model.onnx", inputs)
-    return {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs), "warnings": input_blind(inputs, got)}
+    result = {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs), "warnings": input_blind(inputs, got)}
+    if labels is not None:
+        result["accuracy"] = accuracy(got, ref, labels, classes)
+        result["passed"] = result["passed"] and result["accuracy"]["agreement"] == 1.0
+    return result
+
+
+def accuracy(got: np.ndarray, ref: np.ndarray, labels: np.ndarray, classes: list | None = None) -> dict:
+    """Top-1 of the board and of the reference, their agreement, and the board's confusion matrix
+    (rows: true class, columns: predicted)."""
+    n = got.shape[1] if got.ndim == 2 else int(np.prod(got.shape[1:]))
+    if labels.max() >= n:
+        raise UsageError(f"the dataset has class {int(labels.max())}, the model outputs {n} scores: "
+                         "validate with the dataset it was trained on")
+    pd, pr = got.reshape(len(got), -1).argmax(1), ref.reshape(len(ref), -1).argmax(1)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (labels, pd), 1)
+    return {"device_top1": float((pd == labels).mean()), "reference_top1": float((pr == labels).mean()),
+            "agreement": float((pd == pr).mean()), "images": len(labels), "confusion": confusion.tolist(),
+            "classes": list(classes) if classes else [str(i) for i in range(n)]}
+
+
+def dataset_inputs(manifest: dict, spec: str, limit: int | None) -> tuple:
+    """The first `limit` test images of a dataset, preprocessed as `edgekit train` does, in the build's input
+    shape and layout: (inputs, labels, class names)."""
+    from . import datasets
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    shape = manifest["input_shape"]
+    if len(shape) != 4 or shape[1] != 3:
+        raise UsageError(f"the model takes {shape}, not an NCHW RGB image: --dataset applies to image classifiers")
+    data = datasets.load(spec, "test").take(limit)
+    return datasets.preprocess(data.x, tuple(shape[2:]), "NCHW"), data.y, data.classes
 
 
 def input_blind(inputs: np.ndarray, outputs: np.ndarray) -> list[str]:

@@ -70,6 +70,13 @@ def _is_reduction(sch, block) -> bool:
     return any(iv.iter_type != 0 for iv in sch.get(block).iter_vars)  # 0 == DataPar
 
 
+def _reduces_one_element(sch, block) -> bool:
+    """A reduction over a single element (a 1x1 pool, a mean over a size-1 axis): its loops vanish, and moved
+    under its consumer its update and the consumer's read of it share one loop body, where TVM's C printer
+    reuses the value loaded before the store (a silent miscompilation, found by differential testing)."""
+    return int(np.prod([int(iv.dom.extent) for iv in sch.get(block).iter_vars if iv.iter_type != 0])) == 1
+
+
 def _is_scheduled(func) -> bool:
     return func.attrs is not None and "tirx.is_scheduled" in func.attrs and bool(func.attrs["tirx.is_scheduled"])
 
@@ -100,7 +107,7 @@ def shrink(func, threads: bool = False):
             continue
         cons = sch.get_consumers(b)
         # moving a tiny one gains nothing and could recompute a broadcast reduction per element (softmax)
-        if len(cons) != 1 or _nbytes(sch.get(b).writes[0].source) <= SMALL:
+        if len(cons) != 1 or _nbytes(sch.get(b).writes[0].source) <= SMALL or _reduces_one_element(sch, b):
             continue
         # innermost spatial loop of the consumer first; outer ones if TVM refuses
         for loop in reversed(sch.get_loops(cons[0])):
@@ -182,10 +189,28 @@ def chunk_parallel_loop(body: str, symbol: str, var: str, extent: int) -> str | 
 _WS = re.compile(r"TVMBackendAllocWorkspace\([^,]+,[^,]+,\s*\(uint64_t\)(\d+)ULL")
 
 
+_C_INTRINSICS = []
+
+
+def _register_c_intrinsics() -> None:
+    """TVM 0.27's C target has no lowering for tirx.fabs (|x|, Softplus, float-to-int casts), which its C
+    printer then refuses: give it libm's fabsf/fabs, as its LLVM target does."""
+    if _C_INTRINSICS:
+        return
+    from tvm import tirx
+
+    def fabs(op):
+        dtype = str(op.ty.dtype)
+        return tirx.call_pure_extern(dtype, "fabsf" if dtype == "float32" else "fabs", op.args[0])
+    tirx.register_intrin_lowering("tirx.fabs", target="c", f=fabs, level=99)
+    _C_INTRINSICS.append("tirx.fabs")
+
+
 def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
     """C source of one PrimFunc, stripped of includes and TVM's library boilerplate.
     parallel: (loop var name, extent) of a loop marked PARALLEL in func, to be split across threads."""
     import tvm
+    _register_c_intrinsics()
     func = func.with_attr("global_symbol", symbol)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
         lib = tvm.compile(tvm.IRModule({symbol: func}), target=tvm.target.Target(target or {"kind": "c"}))
@@ -213,6 +238,9 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
     tensors, calls, kernels, names = {}, [], {}, {}
 
     def sinfo(v):
+        if not hasattr(v.ty, "shape"):  # a tuple of tensors (TopK, Split): call_tir with several outputs
+            raise NotImplementedError(f"edgekit codegen: {v.name} is a tuple of tensors (an operator with several "
+                                      "outputs, such as TopK or Split)")
         return tuple(int(d) for d in v.ty.shape.values), str(v.ty.dtype)
 
     taken = set()
