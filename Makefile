@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-user \
-	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu clang libclang-rt-14-dev openssh-server openssh-client
+	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu clang libclang-rt-14-dev openssh-server openssh-client \
+	dataset-fashion-mnist
 
 .PHONY: test demo bench deps apt venv
 

@@ -30,8 +30,9 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
 
 
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
-          out: Path | None = None, stage: Callable[[str], None] = lambda s: None) -> dict:
-    """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest."""
+          out: Path | None = None, stage: Callable[[str], None] = lambda s: None, check_budget: bool = True) -> dict:
+    """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest.
+    check_budget=False keeps a build that does not fit the board (its memory report says by how much)."""
     from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
 
     board = targets.get(target)
@@ -47,7 +48,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     new_parent = not out.parent.exists()
     try:
         tmp.mkdir(parents=True)
-        manifest = _build_into(tmp, board, cfg, model, weights, stage)
+        manifest = _build_into(tmp, board, cfg, model, weights, stage, check_budget)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -59,7 +60,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     return {**manifest, "build_dir": str(out)}
 
 
-def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
+def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) -> dict:
     import onnx
     from . import export
 
@@ -81,11 +82,11 @@ def _build_into(d: Path, board, cfg, model, weights, stage) -> dict:
         manifest["artifact"].update(res.pop("artifact"))
         manifest["cuda"] = res
     else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
-        manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage))
+        manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage, check_budget))
     return manifest
 
 
-def _build_c(d: Path, board, mod, name: str, sha256: str, stage) -> dict:
+def _build_c(d: Path, board, mod, name: str, sha256: str, stage, check_budget: bool) -> dict:
     """edgekit's own C (kernels, orchestration, static arena) linked into the board's firmware."""
     from .codegen import generate
     from .firmware import build_firmware
@@ -101,7 +102,7 @@ def _build_c(d: Path, board, mod, name: str, sha256: str, stage) -> dict:
               "weights_bytes": info["weights_bytes"]}
     for key, what in (("flash", "flash"), ("ram", "RAM"), ("weights_region", "weights memory")):
         used, budget = memory.get(f"{key}_bytes"), memory.get(f"{key}_budget")
-        if budget and used and used > budget:
+        if check_budget and budget and used and used > budget:
             raise UsageError(f"the model needs {used:,} B of {what} on {board.name} ({used - budget:,} B over its "
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},

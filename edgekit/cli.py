@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -12,7 +13,8 @@ import typer
 from .errors import UsageError, WorkError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Deploy MobileNets (and any ONNX model) to edge boards with Apache TVM.")
+                  help="Deploy MobileNets (and any ONNX model) to edge boards with Apache TVM. "
+                       "Library warnings (TensorFlow, TVM, tf2onnx) are hidden unless --verbose is given.")
 
 ARCH = typer.Option("v2", "--arch", help="MobileNet version: v1 or v2.")
 ALPHA = typer.Option(1.0, "--alpha", help="Width multiplier, in (0, 2].")
@@ -20,14 +22,14 @@ RESOLUTION = typer.Option("224", "--resolution", help="Input size: 224, or HxW s
 CLASSES = typer.Option(1000, "--classes", help="Number of output classes.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TARGET = typer.Option(..., "--target", help="Board name (see `edgekit targets`).")
-MODEL = typer.Option(None, "--model", help="Your own model: .onnx, .keras or float .tflite.")
+MODEL = typer.Option(None, "--model", help="Your own model: .onnx, .keras, .h5 (Keras full model) or float .tflite.")
 WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the MobileNet.")
 OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
 
 
-def _console():
+def _console(stderr: bool = False):
     from rich.console import Console
-    return Console()
+    return Console(stderr=stderr)
 
 
 def _print_json(obj):
@@ -137,15 +139,29 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
 def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
              inputs: int = typer.Option(5, "--inputs", help="Number of seeded random inputs."),
              npy: Optional[Path] = typer.Option(None, "--npy", help="Inputs from a .npy file instead."),
+             dataset: Optional[str] = typer.Option(None, "--dataset", help="Labelled test images instead: "
+                                                   "fashion-mnist, a folder of class subfolders, or an .npz (x, y)."),
+             limit: Optional[int] = typer.Option(200, "--limit", help="With --dataset: the first N test images."),
              threads: Optional[int] = THREADS, json_out: bool = JSON):
-    """Compare the board's outputs with ONNX Runtime on the build's model.onnx."""
+    """Compare the board's outputs with ONNX Runtime on the build's model.onnx (and, with --dataset, their
+    accuracy on labelled images)."""
     from . import board as boards
-    from . import validate as v
+    from . import report, validate as v
     manifest, _ = boards.load_build(build_dir)
-    x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
-    with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
-        result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x), "source": source}}
+    if dataset and npy:
+        raise UsageError("give --npy or --dataset, not both")
+    labels = classes = None
+    if dataset:
+        x, labels, classes = v.dataset_inputs(manifest, dataset, limit)
+    else:
+        x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
+    with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source), _bar(len(x)) as step:
+        result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x, labels, classes, step),
+                                                        "source": source}}
+    report.record(build_dir, "validation", result["validation"])
     _warn(result["validation"])
+    if "accuracy" in result["validation"]:
+        result["accuracy"] = result["validation"]["accuracy"]
     _show(result, json_out, _print_validation)
     if not result["validation"]["passed"]:
         raise WorkError(f"validation failed on {manifest['target']} ({source}): outputs differ from ONNX Runtime")
@@ -164,6 +180,7 @@ def bench(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
     with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
         result = {**_contract(manifest),
                   "latency": report.latency(dev, manifest, target.get(manifest["target"]), source, runs, per_layer)}
+    report.record(build_dir, "bench", result["latency"])
     _show(result, json_out, _print_latency)
 
 
@@ -195,14 +212,97 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
             status.update("bench")
             lat = report.latency(dev, manifest, board, source, runs)
     result = {**manifest, "validation": val, "latency": lat}
+    report.record(build_dir, "validation", val)
+    report.record(build_dir, "bench", lat)
     _warn(val)
     _show(result, json_out, lambda c, r: (_print_manifest(c, r), _print_validation(c, r), _print_latency(c, r)))
     if not val["passed"]:
         raise WorkError(f"validation failed on {target} ({source}): outputs differ from ONNX Runtime")
 
 
+@app.command("report")
+def report_cmd(build_dir: Path = BUILD_DIR,
+               out: Optional[Path] = typer.Option(None, "--out", help="Where report.md and its PNGs go (default BUILD_DIR/report)."),
+               json_out: bool = JSON):
+    """report.md with figures (latency per layer, arena memory map, memory budget, confusion matrix) from a build
+    directory and the validate/bench results kept in it."""
+    from .report import write
+    result = write(build_dir, out)
+    if json_out:
+        return _print_json(result)
+    for m in result["missing"]:
+        sys.stderr.write(f"edgekit: note: no {m}\n")
+    _console().print(f"wrote {result['report']} with {len(result['figures'])} figures")
+
+
+DATASET = typer.Option(..., "--dataset", help="fashion-mnist, a folder with one subfolder per class, or an .npz (x, y).")
+
+
+@app.command()
+def train(arch: str = typer.Option(..., "--arch", help="MobileNet version: v1 or v2."),
+          alpha: float = typer.Option(..., "--alpha", help="Width multiplier, in (0, 2]."),
+          resolution: str = typer.Option(..., "--resolution", help="Input size, 32 or more."),
+          dataset: str = DATASET, epochs: int = typer.Option(3, "--epochs", help="Passes over the training images."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N training images only."),
+          out: Path = typer.Option(Path("model.keras"), "--out", help="The trained model (.keras)."),
+          json_out: bool = JSON):
+    """Train edgekit's MobileNet on labelled images (seeded); save it with its class names and accuracy."""
+    from rich.progress import Progress
+    from .train import train as run_train
+    cfg = _config(arch, alpha, resolution, 1)  # the dataset sets the classes
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("loading images", total=epochs)
+        result = run_train(cfg, dataset, epochs, out, limit, progress=lambda e, n, logs: bar.update(
+            task, completed=e, description=f"epoch {e}/{n}: loss {logs.get('loss', 0):.3f}, "
+                                          f"accuracy {logs.get('accuracy', 0):.3f}"))
+    if json_out:
+        return _print_json(result)
+    _console().print(f"saved {result['model']}: {result['arch']} alpha {result['alpha']:g} "
+                     f"{'x'.join(map(str, result['resolution']))}, {len(result['classes'])} classes, "
+                     f"held-out top-1 {result['test_accuracy']:.4f} on {result['test_images']:,} images")
+
+
+def _floats(text: str, what: str, kind=float) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"{what} '{text}' is not a comma-separated list of numbers, e.g. 0.25,0.5") from None
+
+
+@app.command("sweep")
+def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", help="MobileNet version: v1 or v2."),
+              alpha: str = typer.Option("0.25,0.5,0.75,1.0", "--alpha", help="Width multipliers, comma-separated."),
+              resolution: str = typer.Option("32,48", "--resolution", help="Resolutions, comma-separated (>= 32)."),
+              dataset: str = DATASET, epochs: int = typer.Option(3, "--epochs", help="Training epochs per point."),
+              limit: int = typer.Option(200, "--limit", help="Labelled test images measured on the board per point."),
+              train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on the first N images only."),
+              out: Path = typer.Option(Path("sweep"), "--out", help="Directory for models, builds, sweep.json/md, plots."),
+              json_out: bool = JSON):
+    """Train, build, deploy and measure every alpha x resolution point; tables and Pareto plots. Resumable."""
+    from rich.progress import Progress
+    from .sweep import sweep
+    alphas, resolutions = _floats(alpha, "--alpha"), _floats(resolution, "--resolution", int)
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sweep", total=len(alphas) * len(resolutions))
+        result = sweep(target, arch, alphas, resolutions, dataset, epochs, out, limit, train_limit,
+                       progress=lambda done, total, what: bar.update(task, completed=done, description=what))
+    if json_out:
+        return _print_json(result)
+    sys.stdout.write(Path(result["report"]).read_text())
+    _console().print(f"wrote {result['report']}, sweep.json and {len(result['figures'])} plots")
+
+
 def _contract(m: dict) -> dict:
     return {k: m.get(k) for k in ("target", "arch", "alpha", "resolution", "macs", "params", "artifact", "memory")}
+
+
+@contextmanager
+def _bar(total: int, what: str = "inferences"):
+    """A progress bar (on stderr, gone when done) for loops over the board; yields step(done, total)."""
+    from rich.progress import Progress
+    with Progress(console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=total)
+        yield lambda done, n: bar.update(task, completed=done, description=f"{what} {done}/{n}")
 
 
 def _warn(result):
@@ -224,6 +324,10 @@ def _print_validation(console, r):
     for k in ("max_abs_err", "rmse", "cosine", "top1_agreement"):
         tol = v["tolerance"].get(k)
         table.add_row(k, f"{v[k]:.3g}", "" if tol is None else (f"<= {tol:.3g}" if k == "max_abs_err" else f">= {tol:g}"))
+    if acc := v.get("accuracy"):
+        table.add_row("device top-1", f"{acc['device_top1']:.4f}", "")
+        table.add_row("reference top-1", f"{acc['reference_top1']:.4f}", "")
+        table.add_row("agreement", f"{acc['agreement']:.4f}", ">= 1")
     console.print(table)
 
 
@@ -260,12 +364,43 @@ def _print_manifest(console, m):
     console.print(table)
 
 
+@contextmanager
+def _library_output_hidden():
+    """TensorFlow, TVM and tf2onnx print warnings and INFO lines from C++ straight to file descriptor 2, and
+    Python warnings through sys.stderr: while edgekit works, fd 2 goes to a scratch file and library
+    warnings are ignored; edgekit's own lines (and any traceback) still reach the real stderr."""
+    import logging
+    import os
+    import tempfile
+    import warnings
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.simplefilter("ignore")
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    sys.stderr.flush()
+    real = os.dup(2)
+    saved_stderr = sys.stderr
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 2)
+        sys.stderr = open(real, "w", buffering=1, closefd=False)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            sys.stderr = saved_stderr
+            os.dup2(real, 2)
+            os.close(real)
+
+
 def main():
-    try:
-        app()  # typer handles --help and usage errors (exit 2) itself
-    except (UsageError, WorkError) as e:
-        sys.stderr.write(f"edgekit: error: {e}\n")
-        sys.exit(e.exit_code)
+    verbose = "--verbose" in sys.argv[1:]  # anywhere on the line, for every command
+    if verbose:
+        sys.argv.remove("--verbose")
+    with nullcontext() if verbose else _library_output_hidden():
+        try:
+            app()  # typer handles --help and usage errors (exit 2) itself
+        except (UsageError, WorkError) as e:
+            sys.stderr.write(f"edgekit: error: {e}\n")
+            sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import UsageError
 
 OPSET = 13
-MODEL_SUFFIXES = (".onnx", ".keras", ".tflite")
+MODEL_SUFFIXES = (".onnx", ".keras", ".h5", ".tflite")
 WEIGHTS_SUFFIXES = (".h5", ".keras")
 
 
@@ -101,7 +101,7 @@ def user_onnx(path: Path):
             import onnx
             model = onnx.load(str(path))
             onnx.checker.check_model(model)
-        elif path.suffix == ".keras":
+        elif path.suffix in (".keras", ".h5"):  # .h5: the legacy full-model format many training scripts write
             _quiet_tensorflow()
             import keras
             return keras_to_onnx(keras.models.load_model(str(path), compile=False))

@@ -1,6 +1,7 @@
 """Relax IRModule -> a self-contained C library: TVM's C kernels plus edgekit's orchestration and arena."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def _buffers(prog):
     bufs = [Buffer(prog.tensors[k].nbytes, *span[k]) if isinstance(k, str)
             else Buffer(prog.kernels[prog.calls[k[1]].kernel].workspace_bytes, k[1], k[1]) for k in keys]
     return bufs, keys
+
+
+def _plan_record(prog, keys, bufs, p) -> dict:
+    """The arena plan and each layer's work, for `edgekit report` (which reads build directories only)."""
+    from tvm.s_tir.analysis import estimate_tir_flops
+    flops = {key: int(estimate_tir_flops(k.func.body)) if k.func is not None else None for key, k in prog.kernels.items()}
+    return {"arena_bytes": p.arena_bytes, "lower_bound": p.lower_bound,
+            "buffers": [{"tensor": k if isinstance(k, str) else f"workspace of layer {k[1]}", "offset": o,
+                         "bytes": b.size, "first": b.first, "last": b.last} for k, o, b in zip(keys, p.offsets, bufs)],
+            "layers": [{"name": c.kernel, "flops": flops[c.kernel]} for c in prog.calls]}
 
 
 def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: bool = True,
@@ -81,6 +92,7 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
     if threads:
         from .threads import THREADS_C
         files["threads.c"] = THREADS_C
+    files["plan.json"] = json.dumps(_plan_record(prog, keys, bufs, p), indent=1) + "\n"
     for fname, text in files.items():
         (out_dir / fname).write_text(text)
     info["files"] = [str(out_dir / f) for f in files] + ([str(out_dir / "kernels.o")] if llvm else [])
