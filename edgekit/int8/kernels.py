@@ -57,14 +57,36 @@ def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_ou
 
 
 def fully_connected(x, w, bias, mult, shift, *, zp_out: int, act):
-    """FULLY_CONNECTED: x [N, K], w [O, K] (zero point 0), bias folded as for conv2d."""
+    """FULLY_CONNECTED with per-tensor weights: x [N, K], w [O, K] (zero point 0), bias folded as for conv2d;
+    reference_integer_ops::FullyConnected (one multiplier, double rounding)."""
+    acc = _fc_acc(x, w)
+    return te.compute(acc.shape, lambda b, o: _requant(acc[b, o], bias, mult, shift, o, zp_out, act, False),
+                      name="requant")
+
+
+def fully_connected_exact(x, w, bias, m_hi, m_lo, rshift, *, zp_out: int, act):
+    """FULLY_CONNECTED with per-channel weights. TF 2.21's reference rounds in double: round(acc * E[c]),
+    E = in * w[c] / out scale, half away from zero. E[c] = (m_hi * 2^31 + m_lo) * 2^-(rshift + 31) exactly
+    (the importer splits its 53-bit mantissa), so |acc| * E is formed exactly from two int64 products and
+    rounded once: round(|acc| E) = (|acc| m_hi + (|acc| m_lo >> 31) + 2^(rshift - 1)) >> rshift.
+    (The reference first rounds the product to a double; the two differ only when it lies within 2^-30 or
+    so of a tie without being one.)"""
+    acc = _fc_acc(x, w)
+
+    def f(b, o):
+        a = acc[b, o] + bias[o]
+        mag = tirx.Select(a < 0, -a, a).astype("int64")
+        r = ((mag * m_hi[o] + ((mag * m_lo[o]) >> 31) + (tirx.const(1, "int64") << (rshift[o].astype("int64") - 1)))
+             >> rshift[o].astype("int64")).astype(I32)
+        return clamp(tirx.Select(a < 0, -r, r) + zp_out, *act).astype("int8")
+    return te.compute(acc.shape, f, name="requant")
+
+
+def _fc_acc(x, w):
     n, k = (int(d) for d in x.shape)
     rk = te.reduce_axis((0, k), "rk")
-    acc = te.compute((n, int(w.shape[0])), lambda b, o: te.sum(x[b, rk].astype(I32) * w[o, rk].astype(I32), axis=rk),
-                     name="acc")
-    pc = int(mult.shape[0]) > 1
-    return te.compute(acc.shape, lambda b, o: _requant(acc[b, o], bias, mult, shift, o, zp_out, act, pc),
-                      name="requant")
+    return te.compute((n, int(w.shape[0])), lambda b, o: te.sum(x[b, rk].astype(I32) * w[o, rk].astype(I32), axis=rk),
+                      name="acc")
 
 
 def _window(x, size, stride, pads, i, j, ry, rx):
@@ -154,7 +176,16 @@ def requantize(x, *, zp_in: int, zp_out: int, mult: int, shift: int):
                       .astype("int8"), name="requantize")
 
 
-def softmax(x, table, *, scale_out: float, zp_out: int):
+def _round_away(v):
+    """std::round on float32 (half away from zero); TVM's round lowers to nearbyintf (half to even)."""
+    t = tirx.trunc(v)
+    return tirx.Select(v - t >= 0.5, t + 1.0, tirx.Select(v - t <= -0.5, t - 1.0, t))
+
+
+# Float scales come in as one-element const tensors: TVM's C printer writes float immediates with 7 digits,
+# which is not exact; edgekit writes const tensors as hex floats.
+
+def softmax(x, table, scale_out, *, zp_out: int):
     """SOFTMAX over the last axis, x [N, D]. TFLite computes int8 softmax in float32 (optimized_ops::Softmax
     with the table PopulateSoftmaxLookupTable makes: table[255 - d] = expf(-input_scale * beta * d)), so
     this kernel does the same float32 operations in the same order."""
@@ -166,20 +197,18 @@ def softmax(x, table, *, scale_out: float, zp_out: int):
         return table[255 - mx[b] + x[b, j].astype(I32)]
     r2 = te.reduce_axis((0, d), "r2")
     total = te.compute((n,), lambda b: te.sum(e(b, r2), axis=r2), name="sum_exp")
-    inv = te.compute((n,), lambda b: tirx.const(1.0, "float32") / (total[b] * tirx.const(scale_out, "float32")),
-                     name="inv")
-    return te.compute((n, d), lambda b, j: clamp(tirx.round(e(b, j) * inv[b]).astype(I32) + zp_out, -128, 127)
+    inv = te.compute((n,), lambda b: tirx.const(1.0, "float32") / (total[b] * scale_out[0]), name="inv")
+    return te.compute((n, d), lambda b, j: clamp(_round_away(e(b, j) * inv[b]).astype(I32) + zp_out, -128, 127)
                       .astype("int8"), name="softmax")
 
 
-def quantize(x, *, scale: float, zp: int):
+def quantize(x, scale, *, zp: int):
     """QUANTIZE float32 -> int8: round(x / scale) + zp, clamped (reference_ops::AffineQuantize)."""
-    return te.compute(x.shape, lambda *i: clamp(tirx.round(x[i] / tirx.const(scale, "float32")).astype(I32) + zp,
-                                                -128, 127).astype("int8"), name="quantize")
+    return te.compute(x.shape, lambda *i: clamp(_round_away(x[i] / scale[0]).astype(I32) + zp, -128, 127)
+                      .astype("int8"), name="quantize")
 
 
-def dequantize(x, *, scale: float, zp: int):
+def dequantize(x, scale, *, zp: int):
     """DEQUANTIZE int8 -> float32: scale * (x - zp); the reference's double product of a float scale and a
     9-bit integer is exact, so one float32 multiply rounds to the same value."""
-    return te.compute(x.shape, lambda *i: (x[i].astype(I32) - zp).astype("float32") * tirx.const(scale, "float32"),
-                      name="dequantize")
+    return te.compute(x.shape, lambda *i: (x[i].astype(I32) - zp).astype("float32") * scale[0], name="dequantize")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +132,17 @@ def _multipliers(scales) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32)
 
 
+def exact_scale(e: float) -> tuple[int, int, int]:
+    """A double e in (0, 2^31) as (m_hi, m_lo, rshift): e == (m_hi * 2^31 + m_lo) * 2^-(rshift + 31), exactly,
+    with m_hi, m_lo < 2^31 (so |acc| * m_hi and |acc| * m_lo fit int64) and rshift >= 1."""
+    mant, exp = math.frexp(e)            # e = mant * 2^exp, mant in [0.5, 1)
+    m = int(mant * (1 << 62))             # exact: 53 significant bits
+    rshift = 62 - exp - 31
+    if not 1 <= rshift <= 62:
+        raise UsageError(f"a FULLY_CONNECTED rescale of {e:g} is out of the supported range")
+    return m >> 31, m & ((1 << 31) - 1), rshift
+
+
 def _check_int8(op: Op):
     for t in [*op.inputs[:1], *op.outputs]:
         if t.dtype != "int8" or not t.scale.size:
@@ -161,6 +173,10 @@ class Importer:
 
     def const(self, arr):
         return self.relax.const(np.ascontiguousarray(arr))
+
+    def scale(self, t: T):
+        """t's scale as a one-element float32 constant (exact in the generated C)."""
+        return self.const(np.array([t.s], np.float32))
 
     def emit(self, fn, args, out: T, name: str, **kw):
         v = self.bb.emit_te(fn, *args, primfunc_name_hint=name, name_hint=f"t{out.index}", **kw)
@@ -211,15 +227,17 @@ class Importer:
         flat = self.reshape(x, (int(np.prod(x.shape)) // k, k))
         bias = (b.data.astype(np.int64) if b is not None else np.zeros(n_out, np.int64)) - \
             x.zp * w.data.astype(np.int64).sum(axis=1)
-        if w.scale.size > 1:
-            scales = [float(x.s) * float(s) / float(out.s) for s in w.scale]
+        consts = [flat, self.const(w.data), self.const(bias.astype(np.int32))]
+        act = act_range(o.FusedActivationFunction(), out)
+        if w.scale.size > 1:  # per channel: FullyConnectedPerChannel rounds acc * E[c] in double
+            parts = [exact_scale(float(x.s) * float(s) / float(out.s)) for s in w.scale]
+            v = self.bb.emit_te(K.fully_connected_exact, *consts, *(self.const(np.array(c, dt)) for c, dt in
+                                zip(zip(*parts), (np.int64, np.int64, np.int32))), zp_out=out.zp, act=act,
+                                primfunc_name_hint="fully_connected", name_hint=f"t{out.index}_fc")
         else:  # GetQuantizedConvolutionMultipler: the input x filter product in float32, then double
-            scales = [float(np.float32(x.s) * np.float32(w.s)) / float(out.s)]
-        mult, shift = _multipliers(scales)
-        v = self.bb.emit_te(K.fully_connected, flat, self.const(w.data), self.const(bias.astype(np.int32)),
-                            self.const(mult), self.const(shift), zp_out=out.zp,
-                            act=act_range(o.FusedActivationFunction(), out), primfunc_name_hint="fully_connected",
-                            name_hint=f"t{out.index}_fc")
+            mult, shift = _multipliers([float(np.float32(x.s) * np.float32(w.s)) / float(out.s)])
+            v = self.bb.emit_te(K.fully_connected, *consts, self.const(mult), self.const(shift), zp_out=out.zp,
+                                act=act, primfunc_name_hint="fully_connected", name_hint=f"t{out.index}_fc")
         self.bind(v, out)
 
     def pool(self, op: Op, fn, name):
@@ -276,7 +294,7 @@ class Importer:
         table = np.array([expf(f(scale * f(255 - i))) for i in range(256)], np.float32)
         d = x.shape[-1]
         flat = self.reshape(x, (int(np.prod(x.shape)) // d, d))
-        v = self.bb.emit_te(K.softmax, flat, self.const(table), scale_out=out.s, zp_out=out.zp,
+        v = self.bb.emit_te(K.softmax, flat, self.const(table), self.scale(out), zp_out=out.zp,
                             primfunc_name_hint="softmax", name_hint=f"t{out.index}_s")
         self.bind(v, out)
 
@@ -285,7 +303,7 @@ class Importer:
         if out.dtype != "int8":
             raise UsageError(f"QUANTIZE to {out.dtype} is not supported (int8 is)")
         if x.dtype == "float32":
-            return self.emit(K.quantize, [self.env[x.index]], out, "quantize", scale=out.s, zp=out.zp)
+            return self.emit(K.quantize, [self.env[x.index], self.scale(out)], out, "quantize", zp=out.zp)
         _check_int8(op)
         m, s = quantize_multiplier(float(x.s) / float(out.s))
         return self.emit(K.requantize, [self.env[x.index]], out, "requantize", zp_in=x.zp, zp_out=out.zp,
@@ -295,7 +313,7 @@ class Importer:
         x, out = op.inputs[0], op.outputs[0]
         if x.dtype != "int8" or out.dtype != "float32":
             raise UsageError(f"DEQUANTIZE from {x.dtype} to {out.dtype} is not supported (int8 to float32 is)")
-        return self.emit(K.dequantize, [self.env[x.index]], out, "dequantize", scale=x.s, zp=x.zp)
+        return self.emit(K.dequantize, [self.env[x.index], self.scale(x)], out, "dequantize", zp=x.zp)
 
     def run(self, op: Op):
         match op.name:
