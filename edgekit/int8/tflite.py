@@ -348,3 +348,30 @@ def to_relax(path: Path):
             y = bb.emit_output(imp.env[out.index])
         bb.emit_func_output(y)
     return bb.get(), inp, out
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether a TFLite file computes in int8 (some activation tensor is int8), as opposed to float."""
+    fb = _schema()
+    sg = fb.Model.GetRootAs(Path(path).read_bytes(), 0).Subgraphs(0)
+    return any(sg.Tensors(i).Type() == 9 for i in range(sg.TensorsLength()))
+
+
+def io(t: T, layout: str = "NHWC") -> dict:
+    """The manifest's input/output object for a graph tensor."""
+    d = {"shape": list(t.shape), "layout": layout, "dtype": t.dtype}
+    if t.scale.size:
+        d.update(scale=float(t.s), zero_point=t.zp)
+    return d
+
+
+def cost(ops) -> dict:
+    """MACs of the convolutions and fully connected layers; params: elements of their weights and biases."""
+    macs = params = 0
+    for op in ops:
+        if op.name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            w, out = op.inputs[1], op.outputs[0]
+            per_out = int(np.prod(w.shape[1:3])) if op.name == "DEPTHWISE_CONV_2D" else int(np.prod(w.shape[1:]))
+            macs += int(np.prod(out.shape)) * per_out
+            params += sum(int(np.prod(t.shape)) for t in op.inputs[1:3] if t is not None)
+    return {"macs": macs, "params": params}
