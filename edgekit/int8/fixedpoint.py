@@ -73,6 +73,16 @@ def mbqm(x, mult, shift):
     return rdbpot(srdhm(x * (t.const(1, "int32") << left), mult), right)
 
 
+def mbqm_right(x, mult, shift):
+    """mbqm for shift <= -1 (multipliers below 0.5, the usual case): no left shift, and the sign test of
+    the high product read off the int64 sum before its shift, so the C computes that product once."""
+    t = _tir()
+    p = x.astype("int64") * mult.astype("int64") + t.const(1 << 30, "int64")
+    right = -shift
+    neg = t.Select(p < t.const(0, "int64"), t.const(1, "int32"), t.const(0, "int32"))
+    return ((p >> t.const(31, "int64")).astype("int32") + ((t.const(1, "int32") << right) >> 1) - neg) >> right
+
+
 def clamp(x, lo: int, hi: int):
     t = _tir()
     return t.min(t.max(x, t.const(lo, "int32")), t.const(hi, "int32"))

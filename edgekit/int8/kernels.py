@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .fixedpoint import clamp, mbqm
+from .fixedpoint import clamp, mbqm, mbqm_right
 
 I32 = "int32"
 
 
-def _requant(acc, bias, mult, shift, c, zp_out: int, act: tuple[int, int], per_channel: bool):
+def _requant(acc, bias, mult, shift, c, zp_out: int, act: tuple[int, int], per_channel: bool,
+             right_only: bool = False):
+    """right_only: every shift is <= -1 (the importer checks), which allows the cheaper form."""
     m, s = (mult[c], shift[c]) if per_channel else (mult[0], shift[0])
-    return clamp(mbqm(acc + bias[c], m, s) + zp_out, *act).astype("int8")
+    return clamp((mbqm_right if right_only else mbqm)(acc + bias[c], m, s) + zp_out, *act).astype("int8")
 
 
 def _padded(x, pads, value: int):
@@ -31,7 +33,8 @@ def _padded(x, pads, value: int):
     return te.compute((n, h + top + bottom, w + left + right, c), f, name="pad")
 
 
-def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_out: int, act, depthwise: bool):
+def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_out: int, act, depthwise: bool,
+           right_only: bool = False):
     """CONV_2D (w [O, KH, KW, I]) or DEPTHWISE_CONV_2D (w [1, KH, KW, I * M]); bias, mult, shift per output
     channel (int32). reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel."""
     xp = _padded(x, pads, zp_in)
@@ -52,8 +55,8 @@ def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_ou
             xp[b, i * sh + ry * dh, j * sw + rx * dw, rc].astype(I32) * w[c, ry, rx, rc].astype(I32),
             axis=[ry, rx, rc]), name="acc")
     pc = int(mult.shape[0]) > 1
-    return te.compute(acc.shape, lambda b, i, j, c: _requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc),
-                      name="requant")
+    return te.compute(acc.shape, lambda b, i, j, c: _requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
+                                                             right_only), name="requant")
 
 
 def fully_connected(x, w, bias, mult, shift, *, zp_out: int, act):

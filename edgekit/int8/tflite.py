@@ -217,7 +217,8 @@ class Importer:
                                     self.const(mult), self.const(shift)], out,
                          "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
                          dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
-                         act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise)
+                         act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
+                         right_only=bool((shift <= -1).all()))
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]
