@@ -30,8 +30,10 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
 
 
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
-          out: Path | None = None, stage: Callable[[str], None] = lambda s: None, check_budget: bool = True) -> dict:
+          out: Path | None = None, stage: Callable[[str], None] = lambda s: None, quantize: str | None = None,
+          calibration: Path | None = None, check_budget: bool = True) -> dict:
     """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest.
+    quantize="int8": full-integer post-training quantization first (calibration: NHWC float images, .npy).
     check_budget=False keeps a build that does not fit the board (its memory report says by how much)."""
     from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
 
@@ -42,13 +44,24 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
         check_file(model, "model", MODEL_SUFFIXES)
     if weights is not None:
         check_file(weights, "weights", WEIGHTS_SUFFIXES)
+    if quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {quantize} is not supported: use --quantize int8")
+    if calibration is not None and quantize is None:
+        raise UsageError("--calibration applies to --quantize int8: add it, or drop --calibration")
+    if quantize and model is not None and Path(model).suffix != ".keras":
+        raise UsageError(f"--quantize needs a Keras model or edgekit's MobileNets, not {Path(model).suffix}: "
+                         "quantize it with TFLite's converter and pass the int8 .tflite")
+    if calibration is not None:
+        check_file(calibration, "calibration", (".npy",))
     cfg = None if model is not None else (cfg or ModelConfig())
     out = Path(out) if out else default_dir(target, cfg, model)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
     new_parent = not out.parent.exists()
     try:
         tmp.mkdir(parents=True)
-        manifest = _build_into(tmp, board, cfg, model, weights, stage, check_budget)
+        int8 = quantize == "int8" or (model is not None and Path(model).suffix == ".tflite" and _quantized(model))
+        manifest = (_build_int8(tmp, board, cfg, model, weights, calibration, stage, check_budget) if int8
+                    else _build_into(tmp, board, cfg, model, weights, stage, check_budget))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -71,6 +84,9 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) 
                 "input_shape": [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim],
                 "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
                 "edgekit_version": __version__, "artifact": {"onnx": "model.onnx"}}
+    out_dims = [d.dim_value for d in onnx_model.graph.output[0].type.tensor_type.shape.dim]
+    manifest["input"] = {"shape": manifest["input_shape"], "layout": "NCHW", "dtype": "float32"}
+    manifest["output"] = {"shape": out_dims, "layout": "NCHW", "dtype": "float32"}
     stage("import into TVM Relax")
     from . import compiler
     mod = compiler.import_onnx(onnx_model)
@@ -83,6 +99,57 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) 
         manifest["cuda"] = res
     else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
         manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage, check_budget))
+    return manifest
+
+
+def _quantized(model: Path) -> bool:
+    from .int8.tflite import is_quantized
+    return is_quantized(model)
+
+
+def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_budget: bool) -> dict:
+    """The int8 path: a full-integer TFLite file (the user's, or quantized here) is both the reference
+    (model.tflite) and what is compiled, through edgekit's integer kernels; model.onnx is its QDQ form."""
+    from .export import _quiet_tensorflow
+    from .int8 import tflite
+
+    if board.kind == "cuda":
+        raise UsageError(f"int8 models are not supported on {board.name} yet: build the float model")
+    tfl = d / "model.tflite"
+    if model is not None and Path(model).suffix == ".tflite":
+        shutil.copyfile(model, tfl)
+    else:
+        stage("quantize to int8 (TFLite converter)")
+        _quiet_tensorflow()
+        from .int8.ptq import quantize_keras
+        if model is not None:
+            import keras
+            km = keras.models.load_model(str(model), compile=False)
+        else:
+            from .export import load_weights
+            from .models.keras import build as keras_build
+            km = keras_build(cfg, calibrate=weights is None)
+            if weights is not None:
+                load_weights(km, weights)
+        tfl.write_bytes(quantize_keras(km, calibration))
+    stage("export QDQ ONNX")
+    import onnx
+    import tf2onnx
+    onnx_model, _ = tf2onnx.convert.from_tflite(str(tfl), opset=13)
+    onnx.save(onnx_model, str(d / "model.onnx"))
+    stage("import int8 TFLite")
+    mod, inp, out = tflite.to_relax(tfl)
+    ops, _, _ = tflite.read(tfl)
+    about = _describe(cfg, None, None) if model is None else \
+        {"arch": "custom", "alpha": None, "resolution": list(inp.shape[1:3]), "classes": None,
+         "model_source": str(model), **tflite.cost(ops)}
+    sha = hashlib.sha256(tfl.read_bytes()).hexdigest()
+    manifest = {"target": board.name, **about, "input_shape": list(inp.shape), "input": tflite.io(inp),
+                "output": tflite.io(out), "quantization": "int8", "reference": "tflite", "model_sha256": sha,
+                "edgekit_version": __version__}
+    stage(f"compile for {board.name}")
+    manifest.update(_build_c(d, board, mod, "model", sha, stage, check_budget))
+    manifest["artifact"]["tflite"] = "model.tflite"
     return manifest
 
 

@@ -22,9 +22,12 @@ RESOLUTION = typer.Option("224", "--resolution", help="Input size: 224, or HxW s
 CLASSES = typer.Option(1000, "--classes", help="Number of output classes.")
 JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TARGET = typer.Option(..., "--target", help="Board name (see `edgekit targets`).")
-MODEL = typer.Option(None, "--model", help="Your own model: .onnx, .keras, .h5 (Keras full model) or float .tflite.")
+MODEL = typer.Option(None, "--model", help="Your own model: .onnx, .keras, .h5 (Keras full model), or .tflite "
+                                          "(float or int8).")
 WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the MobileNet.")
 OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
+QUANTIZE = typer.Option(None, "--quantize", help="int8: full-integer post-training quantization (TFLite converter).")
+CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC float images (.npy) to calibrate on.")
 
 
 def _console(stderr: bool = False):
@@ -90,13 +93,15 @@ def summary(arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION
 @app.command()
 def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
+          quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
           out: Optional[Path] = OUT, json_out: bool = JSON):
     """Compile a model for a board into one build directory."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
     console = _console()
     with console.status("starting") as status:
-        manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s))
+        manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
+                             calibration=calibration)
     if json_out:
         return _print_json(manifest)
     _print_manifest(console, manifest)
@@ -138,13 +143,16 @@ def flash(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
 @app.command()
 def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optional[str] = HOST,
              inputs: int = typer.Option(5, "--inputs", help="Number of seeded random inputs."),
-             npy: Optional[Path] = typer.Option(None, "--npy", help="Inputs from a .npy file instead."),
+             npy: Optional[Path] = typer.Option(None, "--npy", help="Inputs from a .npy file (the manifest's input "
+                                                "shape and dtype, one or N) instead."),
              dataset: Optional[str] = typer.Option(None, "--dataset", help="Labelled test images instead: "
                                                    "fashion-mnist, a folder of class subfolders, or an .npz (x, y)."),
              limit: Optional[int] = typer.Option(200, "--limit", help="With --dataset: the first N test images."),
+             outputs: Optional[Path] = typer.Option(None, "--outputs", help="Write the board's raw outputs here "
+                                                    "(.npy, the output dtype, one row per input)."),
              threads: Optional[int] = THREADS, json_out: bool = JSON):
-    """Compare the board's outputs with ONNX Runtime on the build's model.onnx (and, with --dataset, their
-    accuracy on labelled images)."""
+    """Compare the board's outputs with the build's reference (ONNX Runtime, or TFLite for int8 builds), and
+    with --dataset their accuracy on labelled images."""
     from . import board as boards
     from . import report, validate as v
     manifest, _ = boards.load_build(build_dir)
@@ -154,17 +162,26 @@ def validate(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Opti
     if dataset:
         x, labels, classes = v.dataset_inputs(manifest, dataset, limit)
     else:
-        x = v.make_inputs(tuple(manifest["input_shape"][1:]), inputs, npy)
+        x = v.make_inputs(_input_spec(manifest), inputs, npy)
     with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source), _bar(len(x)) as step:
-        result = {**_contract(manifest), "validation": {**v.run(dev, build_dir, x, labels, classes, step),
-                                                        "source": source}}
+        val = v.run(dev, build_dir, x, manifest, outputs, labels, classes, step)
+        result = {**_contract(manifest), "validation": {**val, "source": source}}
     report.record(build_dir, "validation", result["validation"])
     _warn(result["validation"])
     if "accuracy" in result["validation"]:
         result["accuracy"] = result["validation"]["accuracy"]
     _show(result, json_out, _print_validation)
     if not result["validation"]["passed"]:
-        raise WorkError(f"validation failed on {manifest['target']} ({source}): outputs differ from ONNX Runtime")
+        raise WorkError(f"validation failed on {manifest['target']} ({source}): outputs differ from {_ref(manifest)}")
+
+
+def _input_spec(manifest: dict) -> dict:
+    """The manifest's input object (builds older than it: their float32 input_shape)."""
+    return manifest.get("input") or {"shape": manifest["input_shape"], "dtype": "float32"}
+
+
+def _ref(manifest: dict) -> str:
+    return "TFLite's reference interpreter" if manifest.get("reference") == "tflite" else "ONNX Runtime"
 
 
 @app.command()
@@ -187,6 +204,7 @@ def bench(build_dir: Path = BUILD_DIR, port: Optional[str] = PORT, host: Optiona
 @app.command()
 def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
         classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
+        quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
         out: Optional[Path] = OUT, port: Optional[str] = PORT, host: Optional[str] = HOST,
         inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
         runs: int = typer.Option(3, "--runs", help="Inferences to time."), threads: Optional[int] = THREADS,
@@ -203,12 +221,13 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
     boards.check_reachable(board, port, host)
     boards.runner_args({"target": target}, threads)
     with _console().status("starting") as status:
-        manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s))
+        manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
+                             calibration=calibration)
         build_dir = Path(manifest["build_dir"])
         status.update("start the board" + (" emulator" if not (port or host) else ""))
         with boards.connect(build_dir, port, host, threads=threads) as (_, dev, source):
-            status.update("validate against ONNX Runtime")
-            val = {**v.run(dev, build_dir, v.make_inputs(tuple(manifest["input_shape"][1:]), inputs)), "source": source}
+            status.update(f"validate against {_ref(manifest)}")
+            val = {**v.run(dev, build_dir, v.make_inputs(_input_spec(manifest), inputs), manifest), "source": source}
             status.update("bench")
             lat = report.latency(dev, manifest, board, source, runs)
     result = {**manifest, "validation": val, "latency": lat}
@@ -217,7 +236,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
     _warn(val)
     _show(result, json_out, lambda c, r: (_print_manifest(c, r), _print_validation(c, r), _print_latency(c, r)))
     if not val["passed"]:
-        raise WorkError(f"validation failed on {target} ({source}): outputs differ from ONNX Runtime")
+        raise WorkError(f"validation failed on {target} ({source}): outputs differ from {_ref(manifest)}")
 
 
 @app.command("report")

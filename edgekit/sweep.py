@@ -55,7 +55,7 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
         stage(f"{label}: accuracy on {target} over {len(y)} images")
         board = targets.get(target)
         with boards.connect(build_dir) as (manifest, dev, source):
-            val = v.run(dev, build_dir, x, y, classes)
+            val = v.run(dev, build_dir, x, manifest, labels=y, classes=classes)
             lat = report.latency(dev, manifest, board, source, runs)
         report.record(build_dir, "validation", val)
         report.record(build_dir, "bench", lat)

@@ -1,4 +1,5 @@
-"""Validate stage: the board's outputs against ONNX Runtime on the build's model.onnx."""
+"""Validate stage: the board's outputs against the build's reference: ONNX Runtime on model.onnx, or for int8
+builds TFLite's reference interpreter on model.tflite, which they must match exactly."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,12 +13,19 @@ TOLERANCE = {"max_abs_err": 1e-4, "cosine": 0.9999, "top1_agreement": 1.0}
 SEED = 1234
 
 
-def make_inputs(shape: tuple[int, ...], count: int = 0, npy: Path | None = None) -> np.ndarray:
-    """`count` seeded random inputs in [-1, 1), or those of a .npy file: (N, *shape) or one `shape`."""
+def make_inputs(spec: dict, count: int = 0, npy: Path | None = None) -> np.ndarray:
+    """Inputs for the manifest's `input` object (shape with batch, dtype): `count` seeded random ones, or
+    those of a .npy file ((N, *shape) or one `shape`; the model's dtype, any for float models). Float inputs
+    are uniform in [-1, 1); int8 ones smooth block noise at several amplitudes, which keeps a classifier's
+    softmax out of saturation (uniform noise would hide errors upstream)."""
+    shape, dtype = tuple(spec["shape"][1:]), np.dtype(spec.get("dtype", "float32"))
     if npy is None:
         if count < 1:
             raise UsageError("--inputs must be at least 1")
-        return np.random.default_rng(SEED).uniform(-1, 1, (count, *shape)).astype(np.float32)
+        rng = np.random.default_rng(SEED)
+        if dtype.kind == "f":
+            return rng.uniform(-1, 1, (count, *shape)).astype(dtype)
+        return np.stack([_block_noise(shape, rng, (0.25, 0.5, 1.0)[i % 3], dtype) for i in range(count)])
     try:
         x = np.load(npy)
     except (OSError, ValueError) as e:
@@ -25,7 +33,31 @@ def make_inputs(shape: tuple[int, ...], count: int = 0, npy: Path | None = None)
     x = x.reshape(1, *shape) if x.shape == tuple(shape) else x
     if x.shape[1:] != tuple(shape):
         raise UsageError(f"inputs in {npy} have shape {x.shape}, the model takes {tuple(shape)} (or N of them)")
-    return x.astype(np.float32)
+    if dtype.kind != "f" and x.dtype != dtype:
+        raise UsageError(f"inputs in {npy} are {x.dtype}, the model takes {dtype}: convert them (the manifest's "
+                         "input object gives its scale and zero point)")
+    return x.astype(dtype)
+
+
+def _block_noise(shape, rng, amplitude: float, dtype, block: int = 4) -> np.ndarray:
+    """Integer noise on a coarse grid, repeated in blocks over the two spatial axes (NHWC image or any)."""
+    info = np.iinfo(dtype)
+    mid, half = (info.min + info.max) / 2, (info.max - info.min) / 2
+    if len(shape) != 3:
+        return np.round(mid + half * amplitude * rng.uniform(-1, 1, shape)).astype(dtype)
+    h, w, c = shape
+    coarse = rng.uniform(-1, 1, (-(-h // block), -(-w // block), c))
+    x = coarse.repeat(block, 0).repeat(block, 1)[:h, :w]
+    return np.round(mid + half * amplitude * x).astype(dtype)
+
+
+def exact_metrics(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Quantized outputs: errors counted in quantized steps; only an exact match passes."""
+    m = metrics(ref.astype(np.float64), got.astype(np.float64))
+    m["passed"] = bool(m["max_abs_err"] == 0)
+    m["tolerance"] = {"max_abs_err": 0}
+    m["unit"] = "quantized steps"
+    return m
 
 
 def metrics(ref: np.ndarray, got: np.ndarray) -> dict:
@@ -54,17 +86,49 @@ def reference(onnx_path: Path, inputs: np.ndarray) -> np.ndarray:
     return np.stack([sess.run(None, {inp.name: x.reshape(inp.shape)})[0].reshape(-1) for x in inputs])
 
 
-def run(dev, build_dir: Path, inputs: np.ndarray, labels: np.ndarray | None = None, classes: list | None = None,
-        progress=lambda done, total: None) -> dict:
-    """Send each input through the board (binary, CRC-checked), compare with ONNX Runtime. With `labels`, also
-    the accuracy of both (the MLPerf Tiny accuracy mode): it passes only if they agree on every image."""
+def tflite_reference(path: Path, inputs: np.ndarray) -> np.ndarray:
+    """TFLite's interpreter with its reference kernels (not XNNPACK), one input at a time."""
+    from .export import _quiet_tensorflow
+    _quiet_tensorflow()
+    import warnings
+    import tensorflow as tf
+    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        warnings.simplefilter("ignore")
+        it = tf.lite.Interpreter(model_path=str(path),
+                                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
     outs = []
+    for x in inputs:
+        it.set_tensor(i, x[None])
+        it.invoke()
+        outs.append(it.get_tensor(o)[0].copy())
+    return np.stack(outs)
+
+
+def run(dev, build_dir: Path, inputs: np.ndarray, manifest: dict | None = None, outputs: Path | None = None,
+        labels: np.ndarray | None = None, classes: list | None = None, progress=lambda done, total: None) -> dict:
+    """Send each input through the board (binary, CRC-checked), compare with the build's reference.
+    outputs: also write the board's raw outputs there (.npy, the output dtype, one row per input).
+    labels: also the accuracy of board and reference (the MLPerf Tiny accuracy mode); it passes only if they
+    agree on every image."""
+    manifest = manifest or {}
+    dtype = np.dtype(manifest.get("output", {}).get("dtype", "float32"))
+    got = []
     for i, x in enumerate(inputs):
-        outs.append(np.frombuffer(dev.infer(np.ascontiguousarray(x).tobytes()), dtype=np.float32))
+        got.append(np.frombuffer(dev.infer(np.ascontiguousarray(x).tobytes()), dtype=dtype))
         progress(i + 1, len(inputs))
-    got = np.stack(outs)
-    ref = reference(Path(build_dir) / "model.onnx", inputs)
-    result = {**metrics(ref.reshape(got.shape), got), "inputs": len(inputs), "warnings": input_blind(inputs, got)}
+    got = np.stack(got)
+    if outputs is not None:
+        shape = manifest.get("output", {}).get("shape")
+        np.save(outputs, got.reshape(len(got), *shape[1:]) if shape else got)
+    if manifest.get("reference") == "tflite":
+        ref = tflite_reference(Path(build_dir) / "model.tflite", inputs)
+        result = {**exact_metrics(ref.reshape(got.shape), got), "reference": "tflite"}
+    else:
+        ref = reference(Path(build_dir) / "model.onnx", inputs)
+        result = metrics(ref.reshape(got.shape), got)
+    result.update(inputs=len(inputs), warnings=input_blind(inputs, got))
     if labels is not None:
         result["accuracy"] = accuracy(got, ref, labels, classes)
         result["passed"] = result["passed"] and result["accuracy"]["agreement"] == 1.0
@@ -92,11 +156,19 @@ def dataset_inputs(manifest: dict, spec: str, limit: int | None) -> tuple:
     from . import datasets
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
-    shape = manifest["input_shape"]
-    if len(shape) != 4 or shape[1] != 3:
-        raise UsageError(f"the model takes {shape}, not an NCHW RGB image: --dataset applies to image classifiers")
+    spec_in = manifest.get("input") or {"shape": manifest["input_shape"], "layout": "NCHW", "dtype": "float32"}
+    shape, layout = spec_in["shape"], spec_in.get("layout", "NCHW")
+    size, channels = (shape[2:4], shape[1]) if layout == "NCHW" else (shape[1:3], shape[-1])
+    if len(shape) != 4 or channels != 3:
+        raise UsageError(f"the model takes {shape} ({layout}), not an RGB image: --dataset applies to image classifiers")
     data = datasets.load(spec, "test").take(limit)
-    return datasets.preprocess(data.x, tuple(shape[2:]), "NCHW"), data.y, data.classes
+    x = datasets.preprocess(data.x, tuple(size), layout)
+    dtype = np.dtype(spec_in.get("dtype", "float32"))
+    if dtype.kind != "f":  # the quantized input, as TFLite's QUANTIZE computes it from the same float image
+        info = np.iinfo(dtype)
+        v = x / spec_in["scale"]  # rounded half away from zero, as TFLite's QUANTIZE
+        x = np.clip(np.trunc(v + np.copysign(0.5, v)) + spec_in["zero_point"], info.min, info.max).astype(dtype)
+    return x, data.y, data.classes
 
 
 def input_blind(inputs: np.ndarray, outputs: np.ndarray) -> list[str]:

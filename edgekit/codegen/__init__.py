@@ -72,6 +72,7 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
         "name": name, "input_bytes": tin.nbytes, "output_bytes": tout.nbytes,
         "input_offset": offsets.get(prog.input, 0),
         "input_shape": list(tin.shape), "output_shape": list(tout.shape),
+        "input_dtype": tin.dtype, "output_dtype": tout.dtype,
         "arena_bytes": p.arena_bytes, "arena_lower_bound": p.lower_bound,
         "weights_bytes": sum(t.nbytes for t in prog.tensors.values() if t.kind == "const"),
         # name: as in the C layer_names; kernel: its C function; tensor: the Relax binding it computes
