@@ -260,10 +260,7 @@ def op_batchnorm(g, x):
 
 
 def op_shape_reshape(g, x):
-    """torch's x.view(x.size(0), -1): the target shape computed from Shape at run time. (Rare: TVM's importer
-    refuses it today, and each refusal is a graph not compiled.)"""
-    if not g.choose.chance(0.3):
-        return None
+    """torch's x.view(x.size(0), -1): the target shape computed from Shape at run time."""
     shape = g.node("Shape", [x.name], (len(x.shape),), pool=False)
     first = g.node("Gather", [shape.name, g.const(np.array([0], np.int64), "i")], (1,), pool=False)
     target = g.node("Concat", [first.name, g.const(np.array([-1], np.int64), "rest")], (2,), pool=False, axis=0)
