@@ -152,6 +152,7 @@ def check_graph(model, workdir: Path | None = None, threads: bool = False, sched
     schedule=False: TVM's unscheduled kernels, whose workspaces come from the arena; arm: generate for
     Cortex-M4 as MCU builds do, and also compile it with arm-none-eabi-gcc (no warnings allowed)."""
     from edgekit import codegen, compiler
+    from edgekit.errors import InternalError as EdgekitInternalError
     from edgekit.errors import UsageError
 
     xs = inputs_for(model)
@@ -171,6 +172,8 @@ def check_graph(model, workdir: Path | None = None, threads: bool = False, sched
             info = codegen.generate(mod, d, name, threads=threads, schedule=schedule, mcpu="cortex-m4" if arm else None)
         except NotImplementedError as e:  # build.py turns these into "cannot be built for <board> yet"
             return Outcome("skip", "codegen: " + _short(str(e)), str(e))
+        except EdgekitInternalError as e:  # codegen/verify.py caught a broken program before writing C
+            return Outcome("fail", "invariant-violation", str(e))
         except Exception as e:  # noqa: BLE001
             return Outcome("fail", f"codegen-crash: {type(e).__name__}", f"{e}\n{traceback.format_exc(limit=-3)}")
         lib = d / f"lib{name}.so"
@@ -226,6 +229,8 @@ def check_cli(model, workdir: Path, target: str = "host", inputs: int = 3) -> Ou
         return Outcome("skip", "build: " + _short(r.stderr), r.stderr)
     if r.returncode != 0:
         return Outcome("fail", f"build-exit-{r.returncode}", r.stderr[-3000:])
+    if r.stderr.strip():  # library chatter stays off the terminal unless --verbose (ARCHITECTURE.md)
+        return Outcome("fail", "build-stderr", r.stderr[-3000:])
     r = edgekit_cli("validate", "b", "--inputs", inputs, "--json", cwd=workdir)
     if r.returncode != 0:
         return Outcome("fail", f"validate-exit-{r.returncode}", (r.stdout + r.stderr)[-3000:])
