@@ -27,15 +27,16 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None,  # the same case
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-def check_or_explain(model, workdir, threads, shrink=True):
+def check_or_explain(model, workdir, shrink=True, **opts):
     """A clean refusal (an operator TVM cannot import, a shape the C generator does not handle) is allowed;
-    a crash, an internal error, a compiler warning or a wrong output is not: that fails with the (shrunk) graph."""
-    outcome = difftest.check_graph(model, workdir, threads=threads)
+    a crash, an internal error, a compiler warning or a wrong output is not: that fails with the (shrunk) graph.
+    opts: difftest.check_graph's variants (threads, sanitize)."""
+    outcome = difftest.check_graph(model, workdir, **opts)
     if outcome.status != "fail":
         return
     small = model if not shrink else \
-        difftest.shrink(model, lambda m: difftest.check_graph(m, threads=threads).kind == outcome.kind, budget=30)
-    pytest.fail(f"{outcome}\nshrunk (threads={threads}):\n{graphgen.model_as_code(small, 'failing_graph')}")
+        difftest.shrink(model, lambda m: difftest.check_graph(m, **opts).kind == outcome.kind, budget=30)
+    pytest.fail(f"{outcome}\nshrunk ({opts}):\n{graphgen.model_as_code(small, 'failing_graph')}")
 
 
 @settings(max_examples=25, **SETTINGS)
@@ -47,16 +48,16 @@ def test_random_graphs_match_onnx_runtime(data, tmp_path_factory):
     model = graphgen.random_graph(choose, max_ops=6, extra_ops=False)
     threads = choose.chance(0.25)  # the Linux boards' split kernels (threads.c)
     note(graphgen.model_as_code(model, "failing_graph") + f"\n# threads={threads}")
-    check_or_explain(model, tmp_path_factory.mktemp("g"), threads, shrink=False)  # hypothesis shrinks it
+    check_or_explain(model, tmp_path_factory.mktemp("g"), shrink=False, threads=threads)  # hypothesis shrinks it
 
 
 @settings(max_examples=30, phases=[Phase.explicit, Phase.generate], **SETTINGS)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_seeded_random_graphs_match_onnx_runtime(seed, tmp_path_factory):
     # hypothesis' own draws favour tiny graphs; seeded ones are as varied as the soak's (graph_from_seed(seed)
-    # reproduces one, with threads on for odd seeds)
+    # reproduces one, with threads on for odd seeds, and every 5th also run under AddressSanitizer and UBSan)
     model = graphgen.graph_from_seed(seed, max_ops=6, extra_ops=False)
-    check_or_explain(model, tmp_path_factory.mktemp("g"), threads=seed % 2 == 1)
+    check_or_explain(model, tmp_path_factory.mktemp("g"), threads=seed % 2 == 1, sanitize=seed % 5 == 0)
 
 
 def test_generator_covers_the_operators_it_promises():
