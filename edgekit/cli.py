@@ -295,6 +295,7 @@ def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", hel
               dataset: str = DATASET, epochs: int = typer.Option(3, "--epochs", help="Training epochs per point."),
               limit: int = typer.Option(200, "--limit", help="Labelled test images measured on the board per point."),
               train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on the first N images only."),
+              quantize: Optional[str] = QUANTIZE,
               out: Path = typer.Option(Path("sweep"), "--out", help="Directory for models, builds, sweep.json/md, plots."),
               json_out: bool = JSON):
     """Train, build, deploy and measure every alpha x resolution point; tables and Pareto plots. Resumable."""
@@ -303,7 +304,7 @@ def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", hel
     alphas, resolutions = _floats(alpha, "--alpha"), _floats(resolution, "--resolution", int)
     with Progress(console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("sweep", total=len(alphas) * len(resolutions))
-        result = sweep(target, arch, alphas, resolutions, dataset, epochs, out, limit, train_limit,
+        result = sweep(target, arch, alphas, resolutions, dataset, epochs, out, limit, train_limit, quantize,
                        progress=lambda done, total, what: bar.update(task, completed=done, description=what))
     if json_out:
         return _print_json(result)
@@ -325,8 +326,9 @@ def _bar(total: int, what: str = "inferences"):
 
 
 def _warn(result):
+    from .errors import warn
     for w in result.get("warnings", []):
-        sys.stderr.write(f"edgekit: warning: {w}\n")
+        warn(w)
 
 
 def _show(result, json_out, table):
