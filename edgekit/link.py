@@ -9,6 +9,7 @@ the whole input it must see, and the output names the input it came from. A dama
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -38,7 +39,7 @@ def frame(cmd: str) -> str:
 
 class Device:
     def __init__(self, url: str, timeout: float = 5.0, baud: int = 115200, infer_timeout: float = 300.0,
-                 retries: int = 4, chunk: int = 4096):
+                 retries: int = 8, chunk: int = 4096):
         """timeout: the longest wait for any reply; infer_timeout: the longest one inference may take;
         chunk: the largest ek-load (halved after a failed one, doubled back after a good one)."""
         self.url, self.timeout, self.infer_timeout, self.retries = url, timeout, infer_timeout, retries
@@ -79,10 +80,12 @@ class Device:
         except (serial.SerialException, OSError) as e:
             raise WorkError(f"cannot write to {self.url} ({e}): the board or its emulator went away") from None
 
+    def _silent(self, what: str) -> str:
+        return f"no reply from {self.url} to '{what}': is the board powered, flashed with edgekit firmware, and is this its port?"
+
     def _fill(self, deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
-            raise TransferError(f"no reply from {self.url} to '{what}': is the board powered, flashed with edgekit "
-                                f"firmware, and is this its port?")
+            raise TransferError(self._silent(what))
         try:
             self._buf += self.port.read(self.port.in_waiting or 1)
         except (serial.SerialException, OSError) as e:
@@ -143,14 +146,18 @@ class Device:
             if line != f"m-ek-end-{want:08x}":
                 raise TransferError(f"damaged reply to '{cmd}' (CRC mismatch)")
             self._busy = False
-            try:  # the reply stands even if its m-ready was damaged: then resynchronise before the next command
-                self._dirty |= self._line(self.timeout, cmd) != "m-ready"
-            except TransferError:
-                self._dirty = True
+            self._ready(cmd)
             return None
         if line == "m-ready":
             raise TransferError(f"reply to '{cmd}' ended without its CRC")
         return line
+
+    def _ready(self, cmd: str) -> None:
+        """The m-ready after a good reply; were it damaged, the reply still stands: resynchronise before the next command."""
+        try:
+            self._dirty |= self._line(self.timeout, cmd) != "m-ready"
+        except TransferError:
+            self._dirty = True
 
     def _expect(self, cmd: str, want: str, timeout: float) -> None:
         if (line := self._next(cmd, timeout)) != want:
@@ -179,23 +186,27 @@ class Device:
         """Find our place in the stream: end any half-sent command or binary load, then wait for the echo of a
         fresh token (stale replies cannot match it) and the m-ready after it."""
         deadline = time.monotonic() + (self.infer_timeout if self._busy else self.timeout)
-        fill = self._pending  # % bytes enough to complete an ek-load payload the device may be waiting for
-        while True:
+        # spaces enough to complete a binary load the device may be waiting for (it then fails its CRC); what
+        # is left of them and % make one blank or over-long command: one short reply, not one per byte
+        fill, wait = b" " * self._pending + b"%", min(0.25, self.timeout)
+        for tokens in itertools.count(1):
             token = os.urandom(4).hex()
             cmd = f"ek-sync {token}"
             self._buf.clear()
-            self._write(b"%" * (fill + 1) + frame(cmd).encode() + b"%")
-            fill = 0
+            self._write(fill + frame(cmd).encode() + b"%")
+            fill = b"%"
             try:
-                step = min(time.monotonic() + self.timeout, deadline)  # then send a new token
-                while self._line(step - time.monotonic(), cmd) != f"m-ek-sync-{token}":
-                    pass
+                step = time.monotonic() + wait  # then send a new token (harmless if both arrive)
+                while (line := self._line(step - time.monotonic(), cmd)) != f"m-ek-sync-{token}":
+                    if line.startswith("e-["):  # maybe our token command, damaged: send another now
+                        raise TransferError(line)
                 while self._line(self.timeout, cmd) != "m-ready":
                     pass
                 break
             except TransferError:
-                if time.monotonic() >= deadline:
-                    raise
+                if time.monotonic() >= deadline and tokens >= 5:  # none came back: the board is gone, not noisy
+                    raise WorkError(self._silent("ek-sync")) from None
+                wait = min(2 * wait, self.timeout)
         self._pending, self._busy, self._dirty = 0, False, False
 
     def _retry(self, fn, what: str):
@@ -258,10 +269,13 @@ class Device:
             self._send(cmd)
             self._pending = len(part)  # from here the device may be waiting for the payload
             self._expect(cmd, f"m-ek-load-ready-{len(part)}", self.timeout)
-            self._write(part)
+            # the % after the payload completes it if a byte was lost, so the CRC fails now, not after a timeout;
+            # else it is an empty command, answered by one more m-ready
+            self._write(part + b"%")
             self._expect(cmd, f"m-ek-load-done-{crc:08x}", self.timeout + len(part) / 2000)  # QEMU: ~5 KiB/s
             self._pending = 0
             self._end(cmd)
+            self._ready(cmd)
         except TransferError:
             self.chunk = max(MIN_CHUNK, self.chunk // 2)  # a noisy line: smaller chunks get through
             raise

@@ -195,3 +195,13 @@ def test_linux_port_over_tcp(model, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@needs_qemu
+def test_noisy_line_never_corrupts_and_always_recovers(elf):
+    """The short version of `make soak`: random drops, flips and insertions both ways (0.3% of bytes)."""
+    from fault_proxy import drive
+    with flash.emulate(target.get("mps2-an386"), elf) as url:
+        n = drive(url, rate=0.003, seed=7, faults=300, n_in=64, reference=reference)
+    assert n["faults"] >= 300 and n["exact"] >= 20, n
+    assert n["silent"] == n["exception"] == n["stuck"] == 0, n
