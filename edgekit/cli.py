@@ -3,6 +3,7 @@ commands that need them, so `edgekit --help` stays fast."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -253,7 +254,22 @@ def _print_manifest(console, m):
     console.print(table)
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupted(signum, frame):
+    """SIGTERM and SIGHUP (timeout, CI runners, docker stop, a closed terminal) take Ctrl-C's path: every
+    `finally` then ends the emulator, runner or ssh and removes temporary and half-written directories.
+    Signals that come during that clean-up are ignored, so it runs to the end."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main():
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:  # keep what nohup or a background shell job ignores
+            signal.signal(s, _interrupted)
     try:
         app()  # typer handles --help and usage errors (exit 2) itself
     except (UsageError, WorkError) as e:
