@@ -39,7 +39,8 @@ class FaultProxy:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def damage(self, data: bytes) -> bytes:
+    def damage(self, data: bytes, way: str) -> bytes:
+        """data as passed on, on its way "in" (host to device) or "out"."""
         out = bytearray()
         for b in data:
             if self.rng.random() < self.rate:
@@ -61,7 +62,10 @@ class FaultProxy:
                     data = os.read(fd, 4096)
                     if not data:
                         return
-                    _write_all(self.master if fd == self.dev else self.dev, self.damage(data))
+                    if fd == self.dev:
+                        _write_all(self.master, self.damage(data, "out"))
+                    else:
+                        _write_all(self.dev, self.damage(data, "in"))
         except OSError:
             pass  # an end went away: the host sees its port go too once we close
 
