@@ -230,7 +230,7 @@ class Device:
         lines = self.command("ek-info")
         line = lines[0] if len(lines) == 1 else ""
         info = dict(kv.split("=", 1) for kv in line.removeprefix("m-ek-info-").split() if "=" in kv)
-        if not line.startswith("m-ek-info-") or not all(info.get(k, "").isdigit() for k in INFO_INTS) or \
+        if not line.startswith("m-ek-info-") or not all(info.get(k, "").isdecimal() for k in INFO_INTS) or \
                 not {"name", "hash", "counter"} <= set(info):
             raise WorkError(f"{self.url} gave no valid m-ek-info line: is it running this version of edgekit firmware?")
         return {**info, **{k: int(info[k]) for k in INFO_INTS}}
