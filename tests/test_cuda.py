@@ -130,6 +130,12 @@ def test_runner_refuses_bad_input_and_keeps_serving(runner):
     raw = bytes(768)
     bad = runner.cmd(f"ek-load 768 {zlib.crc32(raw) ^ 1:08x}", raw)
     assert bad[1].startswith(b"e-[damaged ek-load: crc mismatch")
+    runner.port.write(b"ek-info 0badc0de%")  # a wrong command CRC
+    runner._flush()
+    refusal = runner.port.readline()
+    assert refusal == b"e-[damaged command: crc mismatch, send it again]\r\n"
+    assert runner.port.readline() == f"m-ek-end-{zlib.crc32(refusal):08x}\r\n".encode()
+    assert runner.port.readline() == b"m-ready\r\n"
     assert runner.cmd("ek-load 769 0")[0].startswith(b"e-[ek-load: use ek-load N CRC32HEX")
     assert runner.cmd("infer 0")[0] == b"e-[Inference iterations must be >0]"
     assert runner.cmd("bogus") == [b"e-[Unknown command: bogus]", b"m-ready"]
