@@ -68,8 +68,8 @@ def emulate(target, binary: Path, boot_timeout: float = 20.0, args: Sequence[str
 
 
 def _qemu_system(target, command: list[str], elf: Path, boot_timeout: float) -> Iterator[str]:
-    # Start paused with a monitor socket, hold the pty open, then `cont`: no boot output is lost.
-    # everything inside the try: a signal at any point (SIGTERM becomes KeyboardInterrupt) still cleans up
+    # Start paused with a monitor socket, hold the pty open, then `cont`: no boot output is lost. All of it
+    # inside the try: a signal at any point (edgekit turns SIGTERM into KeyboardInterrupt) still cleans up.
     tmp = proc = fd = mon = None
     try:
         tmp = tempfile.mkdtemp(prefix="edgekit-qemu-")
@@ -124,8 +124,8 @@ def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float,
         tty.setraw(master)
         tty.setraw(slave)
         proc = subprocess.Popen([*command, str(binary), *args], stdin=master, stdout=master, stderr=log)
-        os.close(master)
-        master = None
+        ours, master = master, None  # the child holds it now
+        os.close(ours)
         what = f"{binary.name} under {command[0]}" if command else binary.name
         try:
             _check_boot(_read_until(slave, b"m-ready\r\n", boot_timeout, what, proc), what)
