@@ -3,6 +3,7 @@ commands that need them, so `edgekit --help` stays fast."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -412,7 +413,22 @@ def _library_output_hidden():
             os.close(real)
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupted(signum, frame):
+    """SIGTERM and SIGHUP (timeout, CI runners, docker stop, a closed terminal) take Ctrl-C's path: every
+    `finally` then ends the emulator, runner or ssh and removes temporary and half-written directories.
+    Signals that come during that clean-up are ignored, so it runs to the end."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main():
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:  # keep what nohup or a background shell job ignores
+            signal.signal(s, _interrupted)
     verbose = "--verbose" in sys.argv[1:]  # anywhere on the line, for every command
     if verbose:
         sys.argv.remove("--verbose")

@@ -38,12 +38,19 @@ static uint32_t out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4];
 #define OUT ((uint8_t *)out_buf)
 static uint32_t db_want, db_have; /* db load: bytes announced / received so far */
 static int have_results;
+static uint32_t run_crc, res_crc; /* CRC-32 of the input the coming runs see / the results came from */
+static int framed;                /* inside an ek-* reply: its bytes go into reply_crc, sent in m-ek-end- */
+static uint32_t reply_crc;
 static uint64_t stamps[EK_MODEL_NUM_LAYERS + 1];
 static char obuf[96];
 static size_t olen;
 
 /* ---- output: whole lines go to the port at once ---- */
-static void flush(void) { ek_port_write(obuf, olen); olen = 0; }
+static void out(const void *p, size_t n) {
+  if (framed) reply_crc = ek_crc32(reply_crc, p, n);
+  ek_port_write(p, n);
+}
+static void flush(void) { out(obuf, olen); olen = 0; }
 static void put(const char *s) {
   while (*s) { if (olen == sizeof obuf) flush(); obuf[olen++] = *s++; }
 }
@@ -149,12 +156,14 @@ static int input_prepare(uint32_t runs) {
   return 0;
 }
 static void input_ready(void) { if (!slot_ok) restore_input(); } /* the slot holds the input */
+static int input_gone(void) { return !slot_ok && !copy_ok; }   /* consumed, and no copy to restore */
 static void input_consumed(void) { slot_ok = 0; }                 /* the run reused the slot */
 #else
 static int input_access(int write) { (void)write; return 0; }
 static int input_prepare(uint32_t runs) { (void)runs; return 0; }
 static void input_ready(void) {}
 static void input_consumed(void) {}
+static int input_gone(void) { return 0; }
 #endif
 
 /* ---- the model ---- */
@@ -162,6 +171,7 @@ static int run_model(void) { /* one inference; the caller has called input_prepa
   int rc = EK_MODEL_RUN(IN, out_buf);
   input_consumed();
   have_results = rc == 0;
+  res_crc = run_crc;
   if (rc) err("Model run failed]");
   return rc;
 }
@@ -219,6 +229,8 @@ static void cmd_infer(int argc, char **argv) {
   if (argc == 3 && !parse_u32(argv[2], &w)) { err("infer: warmup W must be a number >= 0]"); return; }
   if (n > EK_MAX_ITERS || w > EK_MAX_ITERS) { err("infer: too many iterations]"); return; }
   if (input_prepare(n + w)) return;
+  input_ready();
+  run_crc = ek_crc32(0, IN, EK_MODEL_INPUT_BYTES);
   put("m-warmup-start-"); put_u64(w); endl();
   if (run_n(w)) return;
   line("m-warmup-done", "");
@@ -230,8 +242,12 @@ static void cmd_infer(int argc, char **argv) {
   results();
 }
 
-/* ---- edgekit extensions ---- */
-static void cmd_info(void) {
+/* ---- edgekit extensions ----
+   Each ek-* command ends with the CRC-32 of its text before that word, and each reply ends with
+   m-ek-end-CRC over every byte of it: a damaged command or reply is never taken for a good one.
+   e-[damaged ...] refusals mean "it arrived damaged: send it again" (firmware/README.md). */
+static void cmd_info(int argc, char **argv) {
+  (void)argc; (void)argv;
   put("m-ek-info-name="); put(EK_MODEL_NAME);
   put(" hash="); put(EK_MODEL_HASH);
   put(" board="); put(EK_BOARD_NAME);
@@ -263,10 +279,12 @@ static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw b
     if (c < 0) break;
     IN[off + got] = (uint8_t)c;
   }
-  if (got < n) { put("e-[ek-load: timeout after "); put_u64(got); put(" of "); put_u64(n); put(" bytes]"); endl(); return; }
+  if (got < n) {
+    put("e-[damaged ek-load: timeout after "); put_u64(got); put(" of "); put_u64(n); put(" bytes]"); endl(); return;
+  }
   uint32_t have = ek_crc32(0, IN + off, n);
   if (have != crc) {
-    put("e-[ek-load: crc mismatch, got "); put_hex(have, 8); put(" expected "); put_hex(crc, 8); put("]"); endl();
+    put("e-[damaged ek-load: crc mismatch, got "); put_hex(have, 8); put(" expected "); put_hex(crc, 8); put("]"); endl();
     return;
   }
   put("m-ek-load-done-"); put_hex(have, 8); endl();
@@ -277,18 +295,35 @@ static void cmd_read(int argc, char **argv) { /* ek-read [N [OFFSET]]: header li
   if (argc > 3 || (argc > 1 && !parse_u32(argv[1], &n)) || (argc > 2 && !parse_u32(argv[2], &off)) ||
       n > EK_MODEL_OUTPUT_BYTES || off > EK_MODEL_OUTPUT_BYTES - n) { err("ek-read: N offset out of range]"); return; }
   if (!have_results) { err("ek-read: no results, run infer or ek-time first]"); return; }
-  put("m-ek-read-"); put_u64(n); put("-"); put_hex(ek_crc32(0, OUT + off, n), 8); endl();
-  ek_port_write(OUT + off, n);
+  put("m-ek-read-"); put_u64(n); put("-"); put_hex(res_crc, 8); endl(); /* the input these results came from */
+  out(OUT + off, n);
   endl();
 }
 
-static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT line per inference */
+/* ek-time / ek-profile: `runs` inferences on the loaded input, checked first against the host's CRC of the
+   whole input (argv[i], optional); m-ek-input-CRC says what they run on. 0 when they may run. */
+static int input_checked(uint32_t runs, int argc, char **argv, int i) {
+  uint32_t want = 0;
+  if (argc > i + 1 || (argc == i + 1 && !parse_hex32(argv[i], &want))) { err("ek: input CRC must be hex]"); return -1; }
+  if (argc == i + 1 && input_gone()) { err("damaged input: consumed by the last inference, load it again]"); return -1; }
+  if (input_prepare(runs)) return -1;
+  input_ready();
+  run_crc = ek_crc32(0, IN, EK_MODEL_INPUT_BYTES);
+  if (argc == i + 1 && run_crc != want) {
+    put("e-[damaged input: crc "); put_hex(run_crc, 8); put(" expected "); put_hex(want, 8); put(", load it again]");
+    endl(); return -1;
+  }
+  put("m-ek-input-"); put_hex(run_crc, 8); endl();
+  return 0;
+}
+
+static void cmd_time(int argc, char **argv) { /* ek-time N [INCRC]: one m-ek-time-COUNT line per inference */
   uint32_t n;
-  if (argc != 2 || !parse_u32(argv[1], &n) || n == 0 || n > EK_MAX_ITERS) {
-    err("ek-time: use ek-time N with N > 0]");
+  if (argc < 2 || !parse_u32(argv[1], &n) || n == 0 || n > EK_MAX_ITERS) {
+    err("ek-time: use ek-time N [INPUT_CRC32HEX] with N > 0]");
     return;
   }
-  if (input_prepare(n)) return;
+  if (input_checked(n, argc, argv, 2)) return;
   while (n--) {
     input_ready(); /* outside the count: restoring the input is the protocol's work, not the model's */
     uint64_t t0 = ek_port_counter();
@@ -297,9 +332,8 @@ static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT 
   }
 }
 
-static void cmd_profile(void) { /* one inference; the layer hook stamps the counter after each kernel */
-  if (input_prepare(1)) return;
-  input_ready();
+static void cmd_profile(int argc, char **argv) { /* one inference; the layer hook stamps the counter after each kernel */
+  if (input_checked(1, argc, argv, 1)) return;
   EK_MODEL_LAYER_HOOK = hook;
   stamps[0] = ek_port_counter();
   for (int i = 1; i <= EK_MODEL_NUM_LAYERS; i++) stamps[i] = stamps[0];
@@ -313,6 +347,11 @@ static void cmd_profile(void) { /* one inference; the layer hook stamps the coun
   }
 }
 
+static void cmd_sync(int argc, char **argv) { /* ek-sync TOKEN: echo it; a host finds its place in the stream */
+  if (argc != 2 || strlen(argv[1]) > 16) { err("ek-sync: use ek-sync TOKEN (at most 16 characters)]"); return; }
+  line("m-ek-sync-", argv[1]);
+}
+
 static void help(void) {
   static const char *const text[] = {
     EK_BOARD_NAME " edgekit firmware, MLPerf Tiny / EEMBC protocol; end each command with %",
@@ -323,16 +362,34 @@ static void help(void) {
     "db print [N] [off]   print N (16) input bytes from offset off as hex",
     "infer N [W]          W (10) warm-up runs, then N timed runs; print the results",
     "results              print the last results",
+    "ek-* commands end with the CRC-32 (hex) of the text before it; replies end with m-ek-end-CRC",
     "ek-info              model name, hash, sizes, layers, board, counter, threads",
     "ek-load N CRC [off]  N raw input bytes at offset off, checked against CRC-32 (hex)",
-    "ek-read [N] [off]    raw output bytes after a header with their CRC-32",
-    "ek-time N            N inferences, one counter reading each",
-    "ek-profile           one inference, counter per layer"};
+    "ek-read [N] [off]    raw output bytes after a header with their input's CRC-32",
+    "ek-time N [incrc]    N inferences, one counter reading each; incrc: the whole input's CRC-32",
+    "ek-profile [incrc]   one inference, counter per layer",
+    "ek-sync TOKEN        echo TOKEN"};
   for (size_t i = 0; i < sizeof text / sizeof *text; i++) line(text[i], "");
 }
 
+static const struct { const char *name; void (*run)(int, char **); } ek_cmds[] = {
+  {"ek-info", cmd_info}, {"ek-load", cmd_load}, {"ek-read", cmd_read}, {"ek-time", cmd_time},
+  {"ek-profile", cmd_profile}, {"ek-sync", cmd_sync}};
+
+/* an ek-* command: check its CRC (the last word, over the text before it), run it, end with m-ek-end-CRC */
+static void ek_command(void (*run)(int, char **), int argc, char **argv, uint32_t text_crc) {
+  uint32_t want;
+  framed = 1; reply_crc = 0;
+  if (argc < 2 || strlen(argv[argc - 1]) != 8 || !parse_hex32(argv[argc - 1], &want) || want != text_crc)
+    err("damaged command: crc mismatch, send it again]");
+  else run(argc - 1, argv);
+  framed = 0;
+  put("m-ek-end-"); put_hex(reply_crc, 8); endl();
+}
+
 static void dispatch(char *s) {
-  char *argv[MAX_ARGS];
+  char *argv[MAX_ARGS], *last = strrchr(s, ' ');
+  uint32_t text_crc = last ? ek_crc32(0, s, (size_t)(last - s)) : 0; /* an ek-* command's text before its CRC */
   int argc = 0;
   for (;;) { /* split on spaces in place (newlib's strtok drags in malloc and printf) */
     while (*s == ' ') *s++ = 0;
@@ -341,8 +398,10 @@ static void dispatch(char *s) {
     argv[argc++] = s;
     while (*s && *s != ' ') s++;
   }
-  if (argc == 0) return; /* a bare % only asks for m-ready: hosts resynchronise with it */
+  if (argc == 0) return; /* a bare % only asks for m-ready */
   const char *c = argv[0];
+  for (size_t i = 0; i < sizeof ek_cmds / sizeof *ek_cmds; i++)
+    if (!strcmp(c, ek_cmds[i].name)) { ek_command(ek_cmds[i].run, argc, argv, text_crc); return; }
   if (!strcmp(c, "name")) line("m-name-dut-[" EK_BOARD_NAME "]", "");
   else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" EK_MODEL_NAME "]", "");
   else if (!strcmp(c, "help")) help();
@@ -350,11 +409,6 @@ static void dispatch(char *s) {
   else if (!strcmp(c, "db")) cmd_db(argc, argv);
   else if (!strcmp(c, "infer")) cmd_infer(argc, argv);
   else if (!strcmp(c, "results")) { if (have_results) results(); else err("No results: run infer first]"); }
-  else if (!strcmp(c, "ek-info")) cmd_info();
-  else if (!strcmp(c, "ek-load")) cmd_load(argc, argv);
-  else if (!strcmp(c, "ek-read")) cmd_read(argc, argv);
-  else if (!strcmp(c, "ek-time")) cmd_time(argc, argv);
-  else if (!strcmp(c, "ek-profile")) cmd_profile();
   else { put("e-[Unknown command: "); put(c); put("]"); endl(); }
 }
 
