@@ -277,8 +277,8 @@ def check_cli(model, workdir: Path, target: str = "host", inputs: int = 3) -> Ou
     workdir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(workdir / "x.onnx"))
     r = edgekit_cli("build", "--target", target, "--model", "x.onnx", "--out", "b", "--json", cwd=workdir)
-    if r.returncode == 2 and "Traceback" not in r.stderr and ("cannot import" in r.stderr or "cannot be built" in r.stderr):
-        return Outcome("skip", "build: " + _short(r.stderr), r.stderr)
+    if r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1:
+        return Outcome("skip", "build: " + _short(r.stderr), r.stderr)  # a clean refusal: one line, exit 2
     if r.returncode != 0:
         return Outcome("fail", f"build-exit-{r.returncode}", r.stderr[-3000:])
     if r.stderr.strip():  # library chatter stays off the terminal unless --verbose (ARCHITECTURE.md)
