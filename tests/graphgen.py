@@ -3,8 +3,10 @@
 Each graph: opset 13, one float32 input "x", one output "y", a few to a dozen nodes drawn from the operators
 edgekit's users export (Conv in every shape, pools, broadcasting arithmetic, Relu/Clip, Reshape/Flatten/
 Transpose anywhere, Concat, Pad, MatMul/Gemm, Softmax), weights sometimes DequantizeLinear of int8
-constants as tf2onnx writes them for TFLite models. Shapes are computed here as each node is added, so every
-graph is valid by construction (ORT checks it again).
+constants as tf2onnx writes them for TFLite models, sometimes the input reshaped first as tf2onnx does for
+TFLite models (issue 12's input-binding bug); with extra_ops also EXTRA_OPS (activations, reductions,
+Squeeze/Unsqueeze, Slice, BatchNormalization, Shape-computed reshapes, Split). Shapes are computed here as each
+node is added, so every graph is valid by construction (ORT checks it again).
 
 All randomness goes through a `choose` object (NumpyChoices for the soak script, HypothesisChoices for the
 pytest property), so hypothesis can shrink a failing graph: every option list starts with its simplest
@@ -578,7 +580,7 @@ DTYPES = {np.dtype(np.float32): "np.float32", np.dtype(np.int64): "np.int64", np
 
 
 def _array_code(arr: np.ndarray) -> str:
-    dt = DTYPES[arr.dtype]
+    dt = DTYPES.get(arr.dtype, f"np.{arr.dtype}")
     if arr.size <= 16 or arr.dtype == np.int64:
         return f"np.array({arr.tolist()!r}, {dt})"
     if arr.dtype != np.float32:
