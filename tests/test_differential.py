@@ -247,9 +247,8 @@ def test_fabs_kernels_build(make):
     assert_passes(difftest.check_graph(make()))
 
 
-@pytest.mark.xfail(strict=True, reason="finding 7 in difftest-findings.md: Cast float->int's kernel prints `inff`, "
-                   "which is no C identifier; remove this mark once fixed")
 def test_cast_to_int_builds():
+    # finding 7: Cast float->int's kernel printed `inff`, which is no C identifier
     assert_passes(difftest.check_graph(cast_to_int_and_back()))
 
 
@@ -291,10 +290,9 @@ def clip_to_inf():
                       {"lo": np.float32(0), "hi": np.float32(np.inf)})
 
 
-@pytest.mark.xfail(strict=True, reason="finding 9 in difftest-findings.md: emit.c_array refuses +-inf constants with "
-                   "a ValueError (a traceback from edgekit build); remove this mark once fixed")
 @pytest.mark.parametrize("make", [mask_softmax, clip_to_inf])
 def test_infinite_constants_build(make):
+    # finding 9: emit.c_array refused +-inf constants with a ValueError (a traceback from edgekit build)
     assert_passes(difftest.check_graph(make()))
 
 
@@ -302,9 +300,8 @@ def no_batch_input():
     return make_model([n("Relu", ["x"], ["r"]), n("Softmax", ["r"], ["y"], axis=-1)], [3, 4, 5], [3, 4, 5], {})
 
 
-@pytest.mark.xfail(strict=True, reason="finding 10 in difftest-findings.md: validate drops the input's first axis as a "
-                   "batch, so a [3, 4, 5] input is sent as 4x5 floats; remove this mark once fixed")
 def test_input_without_batch_axis_validates(tmp_path):
+    # finding 10: validate dropped the input's first axis as a batch ([3, 4, 5] sent as 4x5 floats)
     assert_passes(difftest.check_graph(no_batch_input()))
     assert_passes(difftest.check_cli(no_batch_input(), tmp_path, target="host"))
 
