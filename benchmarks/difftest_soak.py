@@ -3,7 +3,8 @@ ONNX Runtime (tests/graphgen.py makes the graphs, tests/difftest.py checks them)
 
     .venv/bin/python benchmarks/difftest_soak.py --count 2000 [--seed 0] [--out soak-failures] [--shrink]
 
-Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed alone. Every 4th graph is
+Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed alone (with the same
+tests/graphgen.py: a changed generator maps seeds to other graphs; --out keeps the failing .onnx files). Every 4th graph is
 generated for the Linux boards' split kernels (threads.c), every 10th with TVM's unscheduled kernels (arena
 workspaces), every 5th for Cortex-M4 and compiled with arm-none-eabi-gcc too, every 8th also run built with
 AddressSanitizer and UBSan. --board T --board-every K also
