@@ -84,9 +84,10 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) 
                 "input_shape": [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim],
                 "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
                 "edgekit_version": __version__, "artifact": {"onnx": "model.onnx"}}
-    out_dims = [d.dim_value for d in onnx_model.graph.output[0].type.tensor_type.shape.dim]
+    out = onnx_model.graph.output[0].type.tensor_type
     manifest["input"] = {"shape": manifest["input_shape"], "layout": "NCHW", "dtype": "float32"}
-    manifest["output"] = {"shape": out_dims, "layout": "NCHW", "dtype": "float32"}
+    manifest["output"] = {"shape": [d.dim_value for d in out.shape.dim], "layout": "NCHW",
+                          "dtype": str(onnx.helper.tensor_dtype_to_np_dtype(out.elem_type))}  # ArgMax: int64
     stage("import into TVM Relax")
     from . import compiler
     mod = compiler.import_onnx(onnx_model)
