@@ -278,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runner", type=Path, required=True, help="the runner's directory (mlcommons/tiny benchmark/runner)")
     ap.add_argument("--python", default=sys.executable, help="the Python that has the runner's requirements")
     ap.add_argument("--usb", default="0x0483:0x374B", help="VID:PID of the devices.yaml DUT entry to pose as")
-    ap.add_argument("runner_args", nargs=argparse.REMAINDER)
-    a = ap.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cut = argv.index("--") if "--" in argv else len(argv)  # the runner's own arguments follow --
+    a = ap.parse_args(argv[:cut])
+    a.runner_args = argv[cut + 1:]
     from . import board as boards, target as targets
     from .flash import emulate
 
@@ -288,13 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"{build_dir} was built without --mlperf: rebuild it with --mlperf vww01|ic01|kws01|ad01")
     if not (a.runner / "main.py").is_file():
         raise UsageError(f"{a.runner} holds no main.py: give the runner's directory (mlcommons/tiny benchmark/runner)")
-    vid, pid = (int(v, 16) for v in a.usb.split(":"))
-    args = a.runner_args[1:] if a.runner_args[:1] == ["--"] else a.runner_args
+    try:
+        vid, pid = (int(v, 16) for v in a.usb.split(":"))
+    except ValueError:
+        raise UsageError(f"--usb {a.usb} is not VID:PID in hex: e.g. --usb 0x0483:0x374B") from None
     with emulate(targets.get(manifest["target"]), boards.program(build_dir, manifest)) as url, \
             tempfile.TemporaryDirectory(prefix="edgekit-mlperf-") as shim:
         print(f"edgekit: {manifest['target']} emulator on {url} (EMULATOR: m-lap-us- counts virtual time, "
               "1 instruction = 1 ns; figures are instruction counts, not cycles)", file=sys.stderr)
-        return subprocess.run([a.python, "main.py", *args], cwd=a.runner,
+        return subprocess.run([a.python, "main.py", *a.runner_args], cwd=a.runner,
                               env=runner_env(url, Path(shim), vid, pid)).returncode
 
 

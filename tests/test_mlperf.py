@@ -139,3 +139,19 @@ def test_adapter_lists_the_emulator_as_the_runners_dut(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert "('/dev/pts/77', '0x483', '0x374b')" in out
     assert os.environ.get("EDGEKIT_MLPERF_PORT") is None
+
+
+@needs_qemu
+def test_the_adapter_runs_a_runner_against_the_emulator(vww, tmp_path):
+    """python -m edgekit.mlperf boots the build and runs the runner's main.py, which finds the pty by VID/PID as
+    the official runner's port scan does (a stand-in main.py: the official runner is not installed here)."""
+    build, _ = vww
+    (tmp_path / "main.py").write_text(
+        "import sys, serial\nfrom serial.tools import list_ports\n"
+        "dut = next(p for p in list_ports.comports(True) if p.vid == 0x0483 and p.pid == 0x374B)\n"
+        "port = serial.Serial(dut.device, 115200, timeout=0.1)\nport.write(b'profile%')\nbuf = b''\n"
+        "while b'm-ready' not in buf:\n    buf += port.read(64)\nprint(sys.argv[1:], buf.decode().split())\n")
+    r = subprocess.run([sys.executable, "-m", "edgekit.mlperf", build, "--runner", tmp_path, "--", "-m", "p"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "['-m', 'p']" in r.stdout and "'m-model-[vww01]'" in r.stdout and "EMULATOR" in r.stderr
