@@ -45,3 +45,4 @@ bench: deps
 	$(PY) benchmarks/host_vs_ort.py
 	$(PY) benchmarks/kernels_llvm_vs_c.py
 	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/mlperf_vww.py

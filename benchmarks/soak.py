@@ -95,7 +95,7 @@ def fuzz(runs: int, tmp: Path) -> int:
     model = firmware.fake_model(tmp / "fuzz-model")
     (tmp / "ek_model_config.h").write_text(firmware.model_config("fake", HASH, "host"))
     common = firmware.COMMON
-    prog = firmware.compile_c("clang", [common / "ek_protocol.c", common / "ek_crc32.c",
+    prog = firmware.compile_c("clang", [common / "ek_protocol.c", common / "ek_crc32.c", common / "ek_io.c",
                                         firmware.FIRMWARE / "fuzz" / "ek_fuzz.c", *sorted(model.glob("*.c"))],
                               [tmp, model, common], ["-g", "-O1", "-fsanitize=fuzzer,address,undefined",
                                                      "-DEK_MAX_ITERS=64"], tmp / "fuzz")

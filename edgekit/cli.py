@@ -29,6 +29,8 @@ WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the Mobil
 OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
 QUANTIZE = typer.Option(None, "--quantize", help="int8: full-integer post-training quantization (TFLite converter).")
 CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC float images (.npy) to calibrate on.")
+MLPERF = typer.Option(None, "--mlperf", help="vww01|ic01|kws01|ad01: firmware the official MLPerf Tiny runner drives "
+                      "(takes the benchmark's raw input, reports that model name).")
 
 
 def _console(stderr: bool = False):
@@ -95,14 +97,14 @@ def summary(arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION
 def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
           quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
-          out: Optional[Path] = OUT, json_out: bool = JSON):
+          mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT, json_out: bool = JSON):
     """Compile a model for a board into one build directory."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
     console = _console()
     with console.status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration)
+                             calibration=calibration, mlperf=mlperf)
     if json_out:
         return _print_json(manifest)
     _print_manifest(console, manifest)

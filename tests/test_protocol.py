@@ -88,7 +88,8 @@ def test_standard_commands(board):
     ("infer x", "e-[Inference iterations must be >0]"), ("infer 1 -1", "e-[infer: warmup"),
     ("infer 4294967296", "e-[Inference iterations must be >0]"), ("infer 1000000000", "e-[infer: too many"),
     ("bogus 1 2", "e-[Unknown command: bogus]"), ("a b c d e f g", "e-[Too many arguments]"),
-    ("db load 0", "e-[db load: N must be 1..256]"), ("db load 257", "e-[db load: N must be 1..256]"),
+    ("db load 0", "e-[db load: N must be 256, the input's size in bytes]"),
+    ("db load 255", "e-[db load: N must be 256"), ("db load 257", "e-[db load: N must be 256"),
     ("db load -1", "e-[db load"), ("db print 17 240", "e-[db print"), ("db print x", "e-[db print"),
     ("db 0g", "e-[db"), ("db abc", "e-[db"), ("db load", "e-[db: use"), ("db", "e-[db: use"),
     ("ek-load", "e-[ek-load: use"), ("ek-load 4 xyz", "e-[ek-load: use"), ("ek-load 4 123456789", "e-[ek-load: use"),
@@ -107,10 +108,16 @@ def test_bad_commands_get_an_error_and_the_board_keeps_serving(board, cmd, error
 @needs_qemu
 def test_db_protocol_order_and_overrun(board):
     _, _, dev = board
-    dev.command("db load 2")
+    dev.command("db load 256")
+    assert dev.command("db " + "00" * 30) == []
+    with pytest.raises(DeviceError, match=r"e-\[db load incomplete: 30 of 256 bytes"):  # a partial input never runs
+        dev.command("infer 1 0")
+    for _ in range(7):
+        assert dev.command("db " + "00" * 31) == []
     with pytest.raises(DeviceError, match="more bytes than"):
-        dev.command("db 010203")
-    assert dev.command("db 0102") == ["m-load-done"]
+        dev.command("db " + "00" * 10)
+    assert dev.command("db " + "00" * 9) == ["m-load-done"]
+    assert dev.command("infer 1 0")[-1] == "m-results-[0,0,0,0]"
     with pytest.raises(DeviceError, match="no load in progress"):
         dev.command("db 00")
 
@@ -248,7 +255,7 @@ def random_commands(rng: random.Random, n: int, binary: bool) -> bytes:
 
 def host_build(tmp, model, cc, flags, sources):
     (tmp / "ek_model_config.h").write_text(firmware.model_config("fake", HASH, "host"))
-    srcs = [COMMON / "ek_protocol.c", COMMON / "ek_crc32.c", *sources, *sorted(model.glob("*.c"))]
+    srcs = [COMMON / "ek_protocol.c", COMMON / "ek_crc32.c", COMMON / "ek_io.c", *sources, *sorted(model.glob("*.c"))]
     return firmware.compile_c(cc, srcs, [tmp, model, COMMON], flags, tmp / "prog")
 
 

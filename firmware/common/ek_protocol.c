@@ -3,6 +3,7 @@
    newlib-nano prints neither floats nor 64-bit integers, and a fuzzer is happier without it. */
 #include <string.h>
 #include "ek_crc32.h"
+#include "ek_io.h"
 #include "ek_model_config.h"
 #include "ek_port.h"
 #include "ek_protocol.h"
@@ -36,7 +37,21 @@ static uint32_t in_buf[(EK_MODEL_INPUT_BYTES + 3) / 4]; /* word aligned */
 #endif
 static uint32_t out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4];
 #define OUT ((uint8_t *)out_buf)
-static uint32_t db_want, db_have; /* db load: bytes announced / received so far */
+/* The db buffer: the model's input itself, or in an --mlperf build the runner's raw input (its own format and
+   size), converted into the model's input once the load is complete (ek_io.c) */
+#ifdef EK_MLPERF_RAW_BYTES
+static uint32_t raw_buf[(EK_MLPERF_RAW_BYTES + 3) / 4];
+#define DB ((uint8_t *)raw_buf)
+#define DB_BYTES EK_MLPERF_RAW_BYTES
+#define DB_IS_INPUT 0
+#define PROFILE_MODEL EK_MLPERF_MODEL
+#else
+#define DB IN
+#define DB_BYTES EK_MODEL_INPUT_BYTES
+#define DB_IS_INPUT 1
+#define PROFILE_MODEL EK_MODEL_NAME
+#endif
+static uint32_t db_want, db_have; /* db load: bytes announced / received so far; db_want != 0: incomplete */
 static int have_results;
 static uint32_t run_crc, res_crc; /* CRC-32 of the input the coming runs see / the results came from */
 static int framed;                /* inside an ek-* reply: its bytes go into reply_crc, sent in m-ek-end- */
@@ -85,6 +100,17 @@ static void put_float(float f) { /* 7 significant digits, d.dddddde+-XX: plenty 
   if (e < 0) e = -e;
   if (e < 10) put("0");
   put_u64((uint64_t)e);
+}
+static void put_fixed3(float f) { /* printf's %0.3f: correctly rounded, ties to even, from the exact value */
+  if (f != f) { put("nan"); return; }
+  if (f < 0) { put("-"); f = -f; }
+  if (f > 1e15f) { put_u64((uint64_t)f); put(".000"); return; }
+  double m = (double)f * 1000.0; /* exact: 24 + 10 bits */
+  uint64_t n = (uint64_t)m;
+  double frac = m - (double)n;
+  if (frac > 0.5 || (frac == 0.5 && (n & 1))) n++;
+  put_u64(n / 1000); put(".");
+  put_u64(n / 100 % 10); put_u64(n / 10 % 10); put_u64(n % 10);
 }
 static void line(const char *a, const char *b) { put(a); put(b); endl(); }
 static void err(const char *msg) { line("e-[", msg); } /* msg carries the closing bracket */
@@ -177,15 +203,24 @@ static int run_model(void) { /* one inference; the caller has called input_prepa
 }
 static int run_n(uint32_t n) { while (n--) { input_ready(); if (run_model()) return -1; } return 0; }
 static void lap(void) { put("m-lap-us-"); put_u64(ek_port_counter() / ek_port_counter_per_us); endl(); }
-static void results(void) {
+static void results(void) { /* the dequantized scores (ek_io.c), as th_results prints them */
   put("m-results-[");
-  for (uint32_t i = 0; i < EK_MODEL_OUTPUT_BYTES / 4; i++) {
-    float f;
-    memcpy(&f, OUT + 4 * i, 4);
+  for (uint32_t i = 0; i < ek_io_score_count(); i++) {
     if (i) put(",");
-    put_float(f);
+#ifdef EK_MLPERF_RAW_BYTES
+    put_fixed3(ek_io_score(OUT, DB, i));
+#else
+    put_float(ek_io_score(OUT, 0, i));
+#endif
   }
   put("]"); endl();
+}
+/* nonzero (after an e- line) while a db load is incomplete: a partial input never runs */
+static int load_incomplete(void) {
+  if (!db_want) return 0;
+  put("e-[db load incomplete: "); put_u64(db_have); put(" of "); put_u64(db_want);
+  put(" bytes, send the rest or db load again]"); endl();
+  return 1;
 }
 static void hook(int layer) {
   if (layer >= 0 && layer < EK_MODEL_NUM_LAYERS) stamps[layer + 1] = ek_port_counter();
@@ -195,20 +230,20 @@ static void hook(int layer) {
 static void cmd_db(int argc, char **argv) {
   uint32_t n, off = 0;
   if (argc == 3 && !strcmp(argv[1], "load")) {
-    if (!parse_u32(argv[2], &n) || n == 0 || n > EK_MODEL_INPUT_BYTES) {
-      put("e-[db load: N must be 1.."); put_u64(EK_MODEL_INPUT_BYTES); put("]"); endl(); return;
+    if (!parse_u32(argv[2], &n) || n != DB_BYTES) { /* the whole input, nothing else: no partial input runs */
+      put("e-[db load: N must be "); put_u64(DB_BYTES); put(", the input's size in bytes]"); endl(); return;
     }
     db_want = n; db_have = 0;
-    input_access(1);
+    if (DB_IS_INPUT) input_access(1);
     put("m-[Expecting "); put_u64(n); put(" bytes]"); endl();
   } else if (argc >= 2 && argc <= 4 && !strcmp(argv[1], "print")) {
     n = 16;
     if ((argc > 2 && !parse_u32(argv[2], &n)) || (argc > 3 && !parse_u32(argv[3], &off)) ||
-        n > EK_MODEL_INPUT_BYTES || off > EK_MODEL_INPUT_BYTES - n) { err("db print: N offset out of range]"); return; }
-    if (input_access(0)) return;
+        n > DB_BYTES || off > DB_BYTES - n) { err("db print: N offset out of range]"); return; }
+    if (DB_IS_INPUT && input_access(0)) return;
     for (uint32_t i = 0; i < n; i++) {
       if (i % 8 == 0) put("m-buffer");
-      put("-"); put_hex(IN[off + i], 2);
+      put("-"); put_hex(DB[off + i], 2);
       if (i % 8 == 7 || i == n - 1) endl();
     }
   } else if (argc == 2 && strcmp(argv[1], "load")) {
@@ -217,9 +252,16 @@ static void cmd_db(int argc, char **argv) {
     if (len % 2) { err("db: odd number of hex digits]"); return; }
     for (size_t i = 0; i < len; i++) if (hexval(argv[1][i]) < 0) { err("db: not a hex digit]"); return; }
     if (len / 2 > db_want - db_have) { err("db: more bytes than db load announced]"); return; }
-    input_access(1); /* an inference may have run since db load */
-    for (size_t i = 0; i < len; i += 2) IN[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
-    if (db_have == db_want) { db_want = 0; line("m-load-done", ""); }
+    if (DB_IS_INPUT) input_access(1); /* an inference may have run since db load */
+    for (size_t i = 0; i < len; i += 2) DB[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
+    if (db_have == db_want) {
+      db_want = 0;
+#ifdef EK_MLPERF_RAW_BYTES
+      input_access(1);
+      ek_io_convert(DB, IN); /* th_load_tensor: the runner's format into the model's input */
+#endif
+      line("m-load-done", "");
+    }
   } else err("db: use db load N, db HEX or db print [N] [offset]]");
 }
 
@@ -228,7 +270,7 @@ static void cmd_infer(int argc, char **argv) {
   if (argc < 2 || argc > 3 || !parse_u32(argv[1], &n) || n == 0) { err("Inference iterations must be >0]"); return; }
   if (argc == 3 && !parse_u32(argv[2], &w)) { err("infer: warmup W must be a number >= 0]"); return; }
   if (n > EK_MAX_ITERS || w > EK_MAX_ITERS) { err("infer: too many iterations]"); return; }
-  if (input_prepare(n + w)) return;
+  if (load_incomplete() || input_prepare(n + w)) return;
   input_ready();
   run_crc = ek_crc32(0, IN, EK_MODEL_INPUT_BYTES);
   put("m-warmup-start-"); put_u64(w); endl();
@@ -273,6 +315,7 @@ static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw b
     put("]"); endl(); return;
   }
   input_access(1);
+  db_want = 0; /* the host loads the input itself: an unfinished db load is abandoned */
   put("m-ek-load-ready-"); put_u64(n); endl();
   for (; got < n; got++) {
     int c = ek_port_getc(EK_LOAD_TIMEOUT_MS);
@@ -305,6 +348,7 @@ static void cmd_read(int argc, char **argv) { /* ek-read [N [OFFSET]]: header li
 static int input_checked(uint32_t runs, int argc, char **argv, int i) {
   uint32_t want = 0;
   if (argc > i + 1 || (argc == i + 1 && !parse_hex32(argv[i], &want))) { err("ek: input CRC must be hex]"); return -1; }
+  if (load_incomplete()) return -1;
   if (argc == i + 1 && input_gone()) { err("damaged input: consumed by the last inference, load it again]"); return -1; }
   if (input_prepare(runs)) return -1;
   input_ready();
@@ -403,7 +447,7 @@ static void dispatch(char *s) {
   for (size_t i = 0; i < sizeof ek_cmds / sizeof *ek_cmds; i++)
     if (!strcmp(c, ek_cmds[i].name)) { ek_command(ek_cmds[i].run, argc, argv, text_crc); return; }
   if (!strcmp(c, "name")) line("m-name-dut-[" EK_BOARD_NAME "]", "");
-  else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" EK_MODEL_NAME "]", "");
+  else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" PROFILE_MODEL "]", "");
   else if (!strcmp(c, "help")) help();
   else if (!strcmp(c, "timestamp")) lap();
   else if (!strcmp(c, "db")) cmd_db(argc, argv);
