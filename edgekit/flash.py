@@ -1,7 +1,8 @@
 """Flash stage: put firmware on a board (pyocd) or start it in the board's emulator behind a pty.
 
 `emulate` yields a pyserial URL (a /dev/pts path) once the firmware has printed its boot lines, and
-always ends the emulator: on normal exit, an exception or Ctrl-C.
+always ends the emulator: on normal exit, an exception, Ctrl-C, SIGTERM or SIGHUP (edgekit.cli makes them
+KeyboardInterrupt).
 """
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ class Device:
         self.chunk = self.max_chunk = chunk
         self.retried = 0  # exchanges repeated after a damaged or lost one
         self._buf, self._crc = bytearray(), 0  # received bytes not yet parsed; CRC of the reply so far
+        self._received = 0   # bytes received in all
         self._info = None    # ek-info, from a CRC-checked reply
         self._input = None   # the input last given to load_input
         self._loaded = None  # CRC-32 of the input the device holds, as its checked replies last said
@@ -87,9 +88,11 @@ class Device:
         if time.monotonic() > deadline:
             raise TransferError(self._silent(what))
         try:
-            self._buf += self.port.read(self.port.in_waiting or 1)
+            data = self.port.read(self.port.in_waiting or 1)
         except (serial.SerialException, OSError) as e:
             raise WorkError(f"cannot read from {self.url} ({e}): the board or its emulator went away") from None
+        self._buf += data
+        self._received += len(data)
 
     def _take(self, n: int) -> bytes:
         """The next n received bytes, counted into the reply's CRC."""
@@ -188,7 +191,7 @@ class Device:
         deadline = time.monotonic() + (self.infer_timeout if self._busy else self.timeout)
         # spaces enough to complete a binary load the device may be waiting for (it then fails its CRC); what
         # is left of them and % make one blank or over-long command: one short reply, not one per byte
-        fill, wait = b" " * self._pending + b"%", min(0.25, self.timeout)
+        fill, wait, received = b" " * self._pending + b"%", min(0.25, self.timeout), self._received
         for tokens in itertools.count(1):
             token = os.urandom(4).hex()
             cmd = f"ek-sync {token}"
@@ -204,7 +207,9 @@ class Device:
                     pass
                 break
             except TransferError:
-                if time.monotonic() >= deadline and tokens >= 5:  # none came back: the board is gone, not noisy
+                # none came back: the board is gone, not noisy (a line that answers, however garbled, gets longer)
+                heard = self._received > received
+                if time.monotonic() >= deadline + 2 * self.timeout * heard and tokens >= (8 if heard else 5):
                     raise WorkError(self._silent("ek-sync")) from None
                 wait = min(2 * wait, self.timeout)
         self._pending, self._busy, self._dirty = 0, False, False
