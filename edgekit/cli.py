@@ -312,7 +312,7 @@ def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", hel
     if json_out:
         return _print_json(result)
     sys.stdout.write(Path(result["report"]).read_text())
-    _console().print(f"wrote {result['report']}, sweep.json and {len(result['figures'])} plots")
+    _console().print(f"wrote {result['report']} (and .json beside it) and {len(result['figures'])} plots")
 
 
 def _contract(m: dict) -> dict:

@@ -90,7 +90,8 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
 def sweep(target: str, arch: str, alphas: list[float], resolutions: list[int], dataset: str, epochs: int = 3,
           out: Path = Path("sweep"), limit: int = 200, train_limit: int | None = None, quantize: str | None = None,
           progress: Callable[[int, int, str], None] = lambda done, total, what: None) -> dict:
-    """Every alpha x resolution point (see `point`), then sweep.json, sweep.md and the plots in `out`."""
+    """Every alpha x resolution point (see `point`), then sweep.json, sweep.md and the plots in `out` (named
+    sweep-int8.json and so on for an int8 sweep, so float and int8 sweeps can share `out` and its models)."""
     from . import target as targets
     from .models import ModelConfig
     board = targets.get(target)
@@ -119,9 +120,10 @@ def write(out: Path, result: dict) -> dict:
     unit = next((p["latency_unit"] for p in points if p.get("latency_unit")), "instructions")
     source = next((p["latency_source"] for p in points if p.get("latency_source")), "device")
     label = f"latency ({unit}, {'EMULATOR' if source == 'emulator' else 'device'})"
-    figs = [plots.pareto(points, "latency", label, out / "accuracy_latency.png"),
+    tag = "" if result["quantize"] == "float32" else f"-{result['quantize']}"
+    figs = [plots.pareto(points, "latency", label, out / f"accuracy_latency{tag}.png"),
             plots.pareto([{**p, "ram_kib": p["ram_bytes"] / 1024 if p.get("ram_bytes") else None} for p in points],
-                         "ram_kib", "RAM (KiB)", out / "accuracy_ram.png")]
+                         "ram_kib", "RAM (KiB)", out / f"accuracy_ram{tag}.png")]
     md = [f"# MobileNet {result['arch']} ({result['quantize']}) on {result['target']}: alpha x resolution", "",
           f"Trained on {result['dataset']} for {result['epochs']} epochs; accuracy measured on the device "
           f"({label}).", "",
@@ -134,8 +136,9 @@ def write(out: Path, result: dict) -> dict:
                   f"{f('accuracy', '{:.4f}') if p['fits'] else '-'} | {f('host_top1', '{:.4f}')} | {f('agreement', '{:.2f}')} | "
                   f"{f('latency', '{:,.0f}')} | {f('ram_bytes')} | {f('flash_bytes')} | {f('weights_bytes')} | "
                   f"{'yes' if p['fits'] else 'no: ' + p.get('reason', '')[:60]} |")
-    md += ["", "![accuracy against latency](accuracy_latency.png)", "", "![accuracy against RAM](accuracy_ram.png)", ""]
-    (out / "sweep.md").write_text("\n".join(md))
-    result = {**result, "figures": [str(f) for f in figs], "report": str(out / "sweep.md")}
-    (out / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+    md += ["", f"![accuracy against latency](accuracy_latency{tag}.png)", "",
+           f"![accuracy against RAM](accuracy_ram{tag}.png)", ""]
+    (out / f"sweep{tag}.md").write_text("\n".join(md))
+    result = {**result, "figures": [str(f) for f in figs], "report": str(out / f"sweep{tag}.md")}
+    (out / f"sweep{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
