@@ -38,6 +38,7 @@ demo: deps
 # libFuzzer (1,000,000 executions): 10-15 minutes here. benchmarks/soak.py --help for rates and seeds.
 soak: deps
 	$(PY) benchmarks/soak.py
+	$(PY) benchmarks/difftest_soak.py --count 2000
 
 bench: deps
 	$(PY) benchmarks/build_time.py

@@ -66,7 +66,9 @@ def metrics(ref: np.ndarray, got: np.ndarray) -> dict:
     """ref and got: (N, ...) outputs. Scale-relative absolute error keeps the tolerance meaningful for any model."""
     r, g = ref.reshape(len(ref), -1).astype(np.float64), got.reshape(len(got), -1).astype(np.float64)
     scale = max(np.abs(r).max(), 1e-12)
-    cos = (r * g).sum(1) / np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1), 1e-30)
+    norms = np.linalg.norm(r, axis=1) * np.linalg.norm(g, axis=1)
+    # a zero row has no direction: it agrees only with an identical row (an ArgMax output of class 0)
+    cos = np.where(norms > 0, (r * g).sum(1) / np.maximum(norms, 1e-30), (r == g).all(1).astype(np.float64))
     m = {"max_abs_err": float(np.abs(r - g).max()), "rmse": float(np.sqrt(((r - g) ** 2).mean())),
          "cosine": float(cos.min()), "top1_agreement": float((r.argmax(1) == g.argmax(1)).mean()),
          "output_scale": float(scale)}

@@ -312,8 +312,6 @@ def argmax_output():
     return m
 
 
-@pytest.mark.xfail(strict=True, reason="finding 11 in difftest-findings.md: an int64 output builds as if float32 and "
-                   "validate ends in a traceback; remove this mark once refused cleanly or validated")
 def test_integer_output_is_validated_or_refused_cleanly(tmp_path):
     outcome = difftest.check_cli(argmax_output(), tmp_path, target="host")
     assert outcome.status in ("pass", "skip"), str(outcome)
