@@ -35,7 +35,8 @@ demo: deps
 	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2
 
 # the serial link on a noisy line at scale (>= 10,000 faults, Device and CLI) and the protocol core under
-# libFuzzer (1,000,000 executions): 10-15 minutes here. benchmarks/soak.py --help for rates and seeds.
+# libFuzzer (1,000,000 executions): 10-15 minutes here. benchmarks/soak.py --help for rates and seeds. Then 2,000
+# random graphs through the compiler against ONNX Runtime (benchmarks/difftest_soak.py, ~20 minutes).
 soak: deps
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/difftest_soak.py --count 2000
