@@ -355,8 +355,14 @@ def is_quantized(path: Path) -> bool:
     """Whether a TFLite file computes in int8 (some activation tensor is int8), as opposed to float."""
     fb = _schema()
     try:
-        sg = fb.Model.GetRootAs(Path(path).read_bytes(), 0).Subgraphs(0)
-        return any(sg.Tensors(i).Type() == 9 for i in range(sg.TensorsLength()))
+        model = fb.Model.GetRootAs(Path(path).read_bytes(), 0)
+        sg = model.Subgraphs(0)
+
+        def constant(t):  # weights: a buffer with data (inline, or past the flatbuffer in large files)
+            b = model.Buffers(t.Buffer()) if t.Buffer() > 0 else None
+            return b is not None and (b.DataLength() > 0 or getattr(b, "Offset", lambda: 0)() > 1)
+        # int8 weights alone make a dynamic-range ("hybrid") model, which computes in float
+        return any(t.Type() == 9 and not constant(t) for t in map(sg.Tensors, range(sg.TensorsLength())))
     except Exception:  # noqa: BLE001 (not a flatbuffer: the float path reports the file as unreadable)
         return False
 
