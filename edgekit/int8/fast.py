@@ -1,0 +1,80 @@
+"""Microcontroller forms of the int8 convolutions: TE computes whose inner products are edgekit's C
+micro-kernels (microkernels.h, called through call_extern over int8 vectors contiguous in NHWC), scheduled
+here with register blocking: each output pixel's input vector and each filter is loaded once per block of
+pixels x channels. The result is the same integer arithmetic as kernels.conv2d, so outputs stay bit-exact.
+
+A kernel built here carries the micro-kernel source (attribute edgekit.c_helpers, which codegen ships once)
+and is marked scheduled and opaque, so the Relax pipeline neither fuses nor reschedules it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tvm import te, tirx
+
+from .kernels import _requant
+
+HELPERS = (Path(__file__).with_name("microkernels.h")).read_text()
+I32 = "int32"
+
+
+def dot_step(k: int) -> int:
+    """Int8 elements per micro-kernel call over a reduction of length k (0: no micro-kernel fits)."""
+    return 8 if k % 8 == 0 else 4 if k % 4 == 0 else 0
+
+
+def _address(elem):
+    """&tensor[indices] inside a TE compute (tirx.address_of takes TIR buffer loads only)."""
+    import tvm
+    return tvm.ir.expr.Call("tirx.address_of", [elem.asobject()], ret_ty=tvm.ir.PointerType(tvm.ir.PrimType("int8")))
+
+
+def _dot(step, a, b):
+    return tirx.call_pure_extern(I32, f"ek_dot{step}_s8", _address(a), _address(b))
+
+
+def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: bool):
+    """CONV_2D without padding, w [O, KH, KW, I] with I a multiple of 4: the reduction over I in micro-kernel
+    calls (padding would need a test per element; the input zero point is folded into the bias as before)."""
+    n, hp, wp, cin = (int(d) for d in x.shape)
+    o, kh, kw = (int(d) for d in w.shape[:3])
+    (sh, sw), step = stride, dot_step(cin)
+    oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    ry, rx, rc = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx"), te.reduce_axis((0, cin // step), "rc")
+    acc = te.compute((n, oh, ow, o), lambda b, i, j, c: te.sum(
+        _dot(step, x[b, i * sh + ry, j * sw + rx, rc * step], w[c, ry, rx, rc * step]), axis=[ry, rx, rc]), name="acc")
+    pc = int(mult.shape[0]) > 1
+    return te.compute(acc.shape, lambda b, i, j, c: _requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
+                                                             right_only), name="requant")
+
+
+def _block(extent: int, prefer) -> int:
+    return next((f for f in prefer if extent % f == 0), 1)
+
+
+def schedule(micro: str):
+    """The schedule for micro-kernels "dsp" (SMLAD, Cortex-M4/M7/M33) or "portable" (plain C)."""
+    if micro not in ("dsp", "portable"):
+        raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
+    return lambda func: schedule_conv(func, dsp=micro == "dsp")
+
+
+def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 2):
+    """Blocks of pixels x output channels (when they divide), accumulators unrolled into registers,
+    the reduction loops outside them; then marked scheduled and opaque with the micro-kernels attached."""
+    from tvm import s_tir
+    sch = s_tir.Schedule(func)
+    rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
+    b, i, j, c = sch.get_loops(rq)
+    bp = _block(int(sch.get(j).extent), (pixels_block,))  # along a row: a block never spans two rows
+    bc = _block(int(sch.get(c).extent), (channels_block,))
+    jo, ji = sch.split(j, [None, bp])
+    co, ci = sch.split(c, [None, bc])
+    sch.reorder(jo, co, ji, ci)
+    sch.compute_at(acc, co, preserve_unit_loops=True)
+    own = sch.get_loops(acc)[4:]  # under b, i, jo, co: its own b, i, j, c (extents 1, 1, bp, bc), then the reductions
+    sch.reorder(*own[4:], *own[2:4])
+    for loop in (*own[2:4], ji, ci):
+        sch.unroll(loop)
+    sch.decompose_reduction(acc, own[4])
+    return (sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+            .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS))

@@ -1,0 +1,50 @@
+/* edgekit's int8 micro-kernels: dot products of int8 vectors, called by TVM's kernels (call_extern).
+ * With EK_DSP (targets declaring the DSP extension: Cortex-M4/M7/M33) four int8 pairs go through two
+ * SXTB16 each (bytes 0,2 and, rotated by 8, bytes 1,3 sign-extended to 16-bit halves) and one SMUAD or
+ * SMLAD (two 16x16 multiplies summed into 32 bits); elsewhere plain C. Same integer result either way. */
+#include <stdint.h>
+#include <string.h>
+
+/* non-const pointers: TVM declares its extern calls with the argument types it passes */
+
+#if defined(EK_DSP)
+#include <arm_acle.h>
+
+/* SXTB16 with its free ROR #8 operand (ACLE's __sxtb16(__ror(x, 8)) costs a separate ROR with gcc 12);
+ * not volatile, so the compiler may share it between calls like a pure function */
+static inline int32_t ek_sxtb16_ror8(int32_t x) {
+  int32_t r;
+  __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+  return r;
+}
+
+static inline int32_t ek_word(int8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4); /* one LDR (unaligned access is allowed on ARMv7-M) */
+  return v;
+}
+
+static inline int32_t ek_dot4_s8(int8_t *x, int8_t *w) {
+  int32_t a = ek_word(x), b = ek_word(w);
+  return __smlad(ek_sxtb16_ror8(a), ek_sxtb16_ror8(b), __smuad(__sxtb16(a), __sxtb16(b)));
+}
+
+static inline int32_t ek_dot8_s8(int8_t *x, int8_t *w) {
+  int32_t a0 = ek_word(x), b0 = ek_word(w), a1 = ek_word(x + 4), b1 = ek_word(w + 4);
+  int32_t s = __smuad(__sxtb16(a0), __sxtb16(b0));
+  s = __smlad(ek_sxtb16_ror8(a0), ek_sxtb16_ror8(b0), s);
+  s = __smlad(__sxtb16(a1), __sxtb16(b1), s);
+  return __smlad(ek_sxtb16_ror8(a1), ek_sxtb16_ror8(b1), s);
+}
+
+#else
+
+static inline int32_t ek_dot4_s8(int8_t *x, int8_t *w) {
+  return x[0] * w[0] + x[1] * w[1] + x[2] * w[2] + x[3] * w[3];
+}
+
+static inline int32_t ek_dot8_s8(int8_t *x, int8_t *w) {
+  return ek_dot4_s8(x, w) + ek_dot4_s8(x + 4, w + 4);
+}
+
+#endif
