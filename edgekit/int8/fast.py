@@ -78,3 +78,25 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     sch.decompose_reduction(acc, own[4])
     return (sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
             .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS))
+
+
+def schedule_direct(func, channels_block: int = 4):
+    """kernels.conv2d (padded, depthwise, or input channels not a multiple of 4): accumulators for a block
+    of output channels in registers, window loops outside them and unrolled, so the padding test runs once
+    per window position and block rather than once per multiply-accumulate."""
+    from tvm import s_tir
+    sch = s_tir.Schedule(func)
+    for blk in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(blk).name_hint == "pad":
+            sch.compute_inline(blk)
+    rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
+    b, i, j, c = sch.get_loops(rq)
+    bc = _block(int(sch.get(c).extent), (channels_block, 2))
+    co, ci = sch.split(c, [None, bc])
+    sch.compute_at(acc, co, preserve_unit_loops=True)
+    own = sch.get_loops(acc)[4:]  # under b, i, j, co: its own b, i, j, c (extent bc), then the window (and input channels)
+    sch.reorder(*own[4:], own[3])
+    for loop in (*own[4:6], own[3], ci):
+        sch.unroll(loop)
+    sch.decompose_reduction(acc, own[4])
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
