@@ -11,6 +11,8 @@ from pathlib import Path
 
 from tvm import te, tirx
 
+from . import kernels as K
+from .fixedpoint import clamp
 from .kernels import _requant
 
 HELPERS = (Path(__file__).with_name("microkernels.h")).read_text()
@@ -43,8 +45,22 @@ def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: boo
     acc = te.compute((n, oh, ow, o), lambda b, i, j, c: te.sum(
         _dot(step, x[b, i * sh + ry, j * sw + rx, rc * step], w[c, ry, rx, rc * step]), axis=[ry, rx, rc]), name="acc")
     pc = int(mult.shape[0]) > 1
-    return te.compute(acc.shape, lambda b, i, j, c: _requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
-                                                             right_only), name="requant")
+    return te.compute(acc.shape, lambda b, i, j, c: requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
+                                                            right_only), name="requant")
+
+
+def requant(acc, bias, mult, shift, c, zp_out: int, act, per_channel: bool, right_only: bool):
+    """kernels._requant, its right-shift form through the micro-kernel ek_requant_right (same arithmetic)."""
+    if not right_only:
+        return _requant(acc, bias, mult, shift, c, zp_out, act, per_channel)
+    m, s = (mult[c], shift[c]) if per_channel else (mult[0], shift[0])
+    q = tirx.call_pure_extern(I32, "ek_requant_right", acc + bias[c], m, -s)
+    return clamp(q + zp_out, *act).astype("int8")
+
+
+def direct_conv2d(*args, **kw):
+    """kernels.conv2d with the micro-kernel requantization (for schedule_direct)."""
+    return K.conv2d(*args, **kw, requant=requant)
 
 
 def _block(extent: int, prefer) -> int:
@@ -56,6 +72,12 @@ def schedule(micro: str):
     if micro not in ("dsp", "portable"):
         raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
     return lambda func: schedule_conv(func, dsp=micro == "dsp")
+
+
+def schedule_for_direct(micro: str):
+    if micro not in ("dsp", "portable"):
+        raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
+    return lambda func: schedule_direct(func, dsp=micro == "dsp")
 
 
 def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 2):
@@ -76,11 +98,18 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     for loop in (*own[2:4], ji, ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
+    return _finish(sch, dsp)
+
+
+def _finish(sch, dsp: bool):
     return (sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
             .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS))
 
 
-def schedule_direct(func, channels_block: int = 4):
+UNROLL_MAX = 8  # window and input-channel loops this short are unrolled (a 3x3 window, an RGB input)
+
+
+def schedule_direct(func, dsp: bool, channels_block: int = 4):
     """kernels.conv2d (padded, depthwise, or input channels not a multiple of 4): accumulators for a block
     of output channels in registers, window loops outside them and unrolled, so the padding test runs once
     per window position and block rather than once per multiply-accumulate."""
@@ -96,7 +125,7 @@ def schedule_direct(func, channels_block: int = 4):
     sch.compute_at(acc, co, preserve_unit_loops=True)
     own = sch.get_loops(acc)[4:]  # under b, i, j, co: its own b, i, j, c (extent bc), then the window (and input channels)
     sch.reorder(*own[4:], own[3])
-    for loop in (*own[4:6], own[3], ci):
+    for loop in (*[r for r in own[4:] if int(sch.get(r).extent) <= UNROLL_MAX], own[3], ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+    return _finish(sch, dsp)

@@ -48,3 +48,11 @@ static inline int32_t ek_dot8_s8(int8_t *x, int8_t *w) {
 }
 
 #endif
+
+/* TFLite's MultiplyByQuantizedMultiplier for a right shift (shift = -right <= -1), as fixedpoint.mbqm_right:
+ * the high product rounded (+2^30, >> 31), then divided by 2^right rounding half away from zero. One
+ * 32x32->64 multiply (TVM's C would widen the int32 sum first and multiply in 64x64 bits). */
+static inline int32_t ek_requant_right(int32_t x, int32_t mult, int32_t right) {
+  int64_t p = (int64_t)x * mult + (1 << 30);
+  return ((int32_t)(p >> 31) + ((1 << right) >> 1) - (p < 0)) >> right;
+}

@@ -231,9 +231,10 @@ class Importer:
                 self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
                 self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
                 act=act_range(o.FusedActivationFunction(), out), right_only=bool((shift <= -1).all()))
-        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, fast.schedule_direct, *a, **kw)) if self.micro \
-            else self.emit
-        return emit(K.conv2d, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
+        fn = fast.direct_conv2d if self.micro else K.conv2d
+        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, fast.schedule_for_direct(self.micro), *a, **kw)) \
+            if self.micro else self.emit
+        return emit(fn, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
                                self.const(mult), self.const(shift)], out,
                     "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
                          dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
