@@ -39,3 +39,4 @@ bench: deps
 	$(PY) benchmarks/cortexm.py
 	$(PY) benchmarks/host_vs_ort.py
 	$(PY) benchmarks/kernels_llvm_vs_c.py
+	$(PY) benchmarks/int8_cortexm.py
