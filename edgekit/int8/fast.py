@@ -7,6 +7,7 @@ A kernel built here carries the micro-kernel source (attribute edgekit.c_helpers
 and is marked scheduled and opaque, so the Relax pipeline neither fuses nor reschedules it."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tvm import te, tirx
@@ -21,7 +22,7 @@ I32 = "int32"
 
 def dot_step(k: int) -> int:
     """Int8 elements per micro-kernel call over a reduction of length k (0: no micro-kernel fits)."""
-    return 8 if k % 8 == 0 else 4 if k % 4 == 0 else 0
+    return 4 if k % 4 == 0 else 0
 
 
 def _address(elem):
@@ -31,7 +32,22 @@ def _address(elem):
 
 
 def _dot(step, a, b):
+    """A placeholder for the reduction's value: _accumulate_in_micro_kernel turns acc + ek_dotN(x, w) into
+    ek_macN(acc, x, w), so that the accumulator is the SMLAD's own (no add, one register per accumulator)."""
     return tirx.call_pure_extern(I32, f"ek_dot{step}_s8", _address(a), _address(b))
+
+
+_ACC_PLUS_DOT = re.compile(r'(acc\[[^\]]*\]) = \1 \+ T\.call_pure_extern\("int32", "ek_dot(\d)_s8", ')
+
+
+def _accumulate_in_micro_kernel(func):
+    """TE has no reduction whose update calls a function of the accumulator, so the scheduled function is
+    rewritten in its TVMScript text (the one update statement) and parsed back."""
+    import tvm.script
+    src, n = _ACC_PLUS_DOT.subn(r'\1 = T.call_pure_extern("int32", "ek_mac\2_s8", \1, ', func.script())
+    if n != 1:
+        raise NotImplementedError(f"edgekit int8: {n} micro-kernel accumulations found, expected 1")
+    return tvm.script.from_source(src)
 
 
 def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: bool):
@@ -88,7 +104,8 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
     b, i, j, c = sch.get_loops(rq)
     bp = _block(int(sch.get(j).extent), (pixels_block,))  # along a row: a block never spans two rows
-    bc = _block(int(sch.get(c).extent), (channels_block,))
+    # no pixel pairs (an odd width): twice the channels, so each input word still serves several filters
+    bc = _block(int(sch.get(c).extent), (channels_block,) if bp > 1 else (2 * channels_block, channels_block))
     jo, ji = sch.split(j, [None, bp])
     co, ci = sch.split(c, [None, bc])
     sch.reorder(jo, co, ji, ci)
@@ -98,11 +115,11 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     for loop in (*own[2:4], ji, ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    return _finish(sch, dsp)
+    return _finish(_accumulate_in_micro_kernel(sch.mod["main"]), dsp)
 
 
-def _finish(sch, dsp: bool):
-    return (sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+def _finish(func, dsp: bool):
+    return (func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
             .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS))
 
 
@@ -128,4 +145,4 @@ def schedule_direct(func, dsp: bool, channels_block: int = 4):
     for loop in (*[r for r in own[4:] if int(sch.get(r).extent) <= UNROLL_MAX], own[3], ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    return _finish(sch, dsp)
+    return _finish(sch.mod["main"], dsp)

@@ -1,4 +1,4 @@
-/* edgekit's int8 micro-kernels: dot products of int8 vectors, called by TVM's kernels (call_extern).
+/* edgekit's int8 micro-kernels: multiply-accumulates of int8 vectors, called by TVM's kernels (call_extern).
  * With EK_DSP (targets declaring the DSP extension: Cortex-M4/M7/M33) four int8 pairs go through two
  * SXTB16 each (bytes 0,2 and, rotated by 8, bytes 1,3 sign-extended to 16-bit halves) and one SMUAD or
  * SMLAD (two 16x16 multiplies summed into 32 bits); elsewhere plain C. Same integer result either way. */
@@ -24,27 +24,24 @@ static inline int32_t ek_word(int8_t *p) {
   return v;
 }
 
-static inline int32_t ek_dot4_s8(int8_t *x, int8_t *w) {
+/* acc + the dot product of x[0:4] and w[0:4] */
+static inline int32_t ek_mac4_s8(int32_t acc, int8_t *x, int8_t *w) {
   int32_t a = ek_word(x), b = ek_word(w);
-  return __smlad(ek_sxtb16_ror8(a), ek_sxtb16_ror8(b), __smuad(__sxtb16(a), __sxtb16(b)));
+  return __smlad(ek_sxtb16_ror8(a), ek_sxtb16_ror8(b), __smlad(__sxtb16(a), __sxtb16(b), acc));
 }
 
-static inline int32_t ek_dot8_s8(int8_t *x, int8_t *w) {
-  int32_t a0 = ek_word(x), b0 = ek_word(w), a1 = ek_word(x + 4), b1 = ek_word(w + 4);
-  int32_t s = __smuad(__sxtb16(a0), __sxtb16(b0));
-  s = __smlad(ek_sxtb16_ror8(a0), ek_sxtb16_ror8(b0), s);
-  s = __smlad(__sxtb16(a1), __sxtb16(b1), s);
-  return __smlad(ek_sxtb16_ror8(a1), ek_sxtb16_ror8(b1), s);
+static inline int32_t ek_mac8_s8(int32_t acc, int8_t *x, int8_t *w) {
+  return ek_mac4_s8(ek_mac4_s8(acc, x, w), x + 4, w + 4);
 }
 
 #else
 
-static inline int32_t ek_dot4_s8(int8_t *x, int8_t *w) {
-  return x[0] * w[0] + x[1] * w[1] + x[2] * w[2] + x[3] * w[3];
+static inline int32_t ek_mac4_s8(int32_t acc, int8_t *x, int8_t *w) {
+  return acc + x[0] * w[0] + x[1] * w[1] + x[2] * w[2] + x[3] * w[3];
 }
 
-static inline int32_t ek_dot8_s8(int8_t *x, int8_t *w) {
-  return ek_dot4_s8(x, w) + ek_dot4_s8(x + 4, w + 4);
+static inline int32_t ek_mac8_s8(int32_t acc, int8_t *x, int8_t *w) {
+  return ek_mac4_s8(ek_mac4_s8(acc, x, w), x + 4, w + 4);
 }
 
 #endif
