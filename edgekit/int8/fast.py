@@ -7,13 +7,13 @@ A kernel built here carries the micro-kernel source (attribute edgekit.c_helpers
 and is marked scheduled and opaque, so the Relax pipeline neither fuses nor reschedules it."""
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
 from tvm import te, tirx
 
 from . import kernels as K
-from .fixedpoint import clamp
 from .kernels import _requant
 
 HELPERS = (Path(__file__).with_name("microkernels.h")).read_text()
@@ -50,7 +50,7 @@ def _accumulate_in_micro_kernel(func):
     return tvm.script.from_source(src)
 
 
-def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: bool):
+def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: bool, small_sum: bool = False):
     """CONV_2D without padding, w [O, KH, KW, I] with I a multiple of 4: the reduction over I in micro-kernel
     calls (padding would need a test per element; the input zero point is folded into the bias as before)."""
     n, hp, wp, cin = (int(d) for d in x.shape)
@@ -62,21 +62,23 @@ def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: boo
         _dot(step, x[b, i * sh + ry, j * sw + rx, rc * step], w[c, ry, rx, rc * step]), axis=[ry, rx, rc]), name="acc")
     pc = int(mult.shape[0]) > 1
     return te.compute(acc.shape, lambda b, i, j, c: requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
-                                                            right_only), name="requant")
+                                                            right_only, small_sum), name="requant")
 
 
-def requant(acc, bias, mult, shift, c, zp_out: int, act, per_channel: bool, right_only: bool):
-    """kernels._requant, its right-shift form through the micro-kernel ek_requant_right (same arithmetic)."""
+def requant(acc, bias, mult, shift, c, zp_out: int, act, per_channel: bool, right_only: bool,
+            small_sum: bool = False):
+    """kernels._requant, its right-shift form through the micro-kernel ek_requant_right (same arithmetic).
+    small_sum: |acc + bias| < 2^30 for every output (the importer's bound), which allows a cheaper multiply."""
     if not right_only:
         return _requant(acc, bias, mult, shift, c, zp_out, act, per_channel)
     m, s = (mult[c], shift[c]) if per_channel else (mult[0], shift[0])
-    q = tirx.call_pure_extern(I32, "ek_requant_right", acc + bias[c], m, -s)
-    return clamp(q + zp_out, *act).astype("int8")
+    fn = "ek_requant_right_small" if small_sum else "ek_requant_right"
+    return tirx.call_pure_extern(I32, fn, acc + bias[c], m, -s, zp_out, *act).astype("int8")
 
 
-def direct_conv2d(*args, **kw):
+def direct_conv2d(*args, small_sum: bool = False, **kw):
     """kernels.conv2d with the micro-kernel requantization (for schedule_direct)."""
-    return K.conv2d(*args, **kw, requant=requant)
+    return K.conv2d(*args, **kw, requant=functools.partial(requant, small_sum=small_sum))
 
 
 def _block(extent: int, prefer) -> int:

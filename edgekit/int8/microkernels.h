@@ -46,10 +46,33 @@ static inline int32_t ek_mac8_s8(int32_t acc, int8_t *x, int8_t *w) {
 
 #endif
 
+/* The output zero point added, clamped to [lo, hi]: one SSAT for the full int8 range (ReLU6 calibrated to
+ * [0, 6] has exactly that range). SSAT is in every ARMv7-M core. */
+static inline int32_t ek_clamp(int32_t q, int32_t lo, int32_t hi) {
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+  if (lo == -128 && hi == 127) return __ssat(q, 8);
+#endif
+  return q < lo ? lo : q > hi ? hi : q;
+}
+
 /* TFLite's MultiplyByQuantizedMultiplier for a right shift (shift = -right <= -1), as fixedpoint.mbqm_right:
- * the high product rounded (+2^30, >> 31), then divided by 2^right rounding half away from zero. One
- * 32x32->64 multiply (TVM's C would widen the int32 sum first and multiply in 64x64 bits). */
-static inline int32_t ek_requant_right(int32_t x, int32_t mult, int32_t right) {
-  int64_t p = (int64_t)x * mult + (1 << 30);
-  return ((int32_t)(p >> 31) + ((1 << right) >> 1) - (p < 0)) >> right;
+ * the high product h = floor((x * mult + 2^30) / 2^31), then h / 2^right rounded half away from zero
+ * (h < 0 exactly when x * mult + 2^30 < 0); plus zp, clamped. One 32x32->64 multiply (TVM's C widened the
+ * int32 sum first and multiplied in 64x64 bits). */
+static inline int32_t ek_requant_right(int32_t x, int32_t mult, int32_t right, int32_t zp, int32_t lo, int32_t hi) {
+  int32_t h = (int32_t)(((int64_t)x * mult + (1 << 30)) >> 31);
+  return ek_clamp(((h + ((1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
+}
+
+/* The same for |x| < 2^30 (the importer bounds it per channel from the weights and bias): then
+ * floor((2x * mult + 2^31) / 2^32) = h, one SMMULR on cores with the DSP extension. */
+static inline int32_t ek_requant_right_small(int32_t x, int32_t mult, int32_t right, int32_t zp, int32_t lo,
+                                             int32_t hi) {
+#if defined(EK_DSP)
+  int32_t h;
+  __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
+  return ek_clamp(((h + ((1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
+#else
+  return ek_requant_right(x, mult, right, zp, lo, hi);
+#endif
 }

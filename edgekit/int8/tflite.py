@@ -225,21 +225,25 @@ class Importer:
         ws = np.broadcast_to(w.scale, (cout,))
         # PopulateConvolutionQuantizationParams: double(input) * double(filter[c]) / double(output)
         mult, shift = _multipliers([float(x.s) * float(s) / float(out.s) for s in ws])
+        # |acc + bias| <= 128 sum|w| + |bias| per channel (int8 inputs)
+        wabs = np.abs(w.data.astype(np.int64))
+        bound = 128 * (wabs.sum(axis=(0, 1, 2)) if depthwise else wabs.reshape(cout, -1).sum(axis=1)) + np.abs(bias)
+        micro_kw = {"small_sum": bool((bound < 1 << 30).all())} if self.micro else {}
         if self.micro and not depthwise and not any((top, left, bottom, right)) and dil == (1, 1) \
                 and fast.dot_step(x.shape[3]):
             return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro), [
                 self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
                 self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
-                act=act_range(o.FusedActivationFunction(), out), right_only=bool((shift <= -1).all()))
+                act=act_range(o.FusedActivationFunction(), out), right_only=bool((shift <= -1).all()), **micro_kw)
         fn = fast.direct_conv2d if self.micro else K.conv2d
         emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, fast.schedule_for_direct(self.micro), *a, **kw)) \
             if self.micro else self.emit
         return emit(fn, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
-                               self.const(mult), self.const(shift)], out,
+                         self.const(mult), self.const(shift)], out,
                     "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
-                         dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
-                         act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
-                         right_only=bool((shift <= -1).all()))
+                    dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
+                    act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
+                    right_only=bool((shift <= -1).all()), **micro_kw)
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]
