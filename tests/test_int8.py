@@ -41,6 +41,9 @@ def _models():
         # 1x1 over 8 channels (8-wide micro-kernel), odd width and stride 2 (no pixel blocks)
         "pointwise_odd_width": (seq((5, 7, 8), L.Conv2D(6, 1, activation="relu"), L.Conv2D(10, 1, strides=2)),
                                 (5, 7, 8)),
+        # a 1x1 expansion whose input dies there: the MCU form writes its output over its input
+        "pointwise_expand": (seq((6, 8, 3), L.Conv2D(8, 3, padding="same"), L.Conv2D(16, 1), L.Conv2D(4, 1)),
+                             (6, 8, 3)),
         "pad": (seq((5, 4, 3), L.Conv2D(5, 1, activation="relu"), L.ZeroPadding2D(((1, 2), (2, 0)))), (5, 4, 3)),
         # float in and out: QUANTIZE and DEQUANTIZE at the edges
         "float_io": (seq((6, 6, 2), L.Conv2D(3, 3, strides=2, padding="same"), L.Flatten(),
@@ -93,6 +96,12 @@ def test_microcontroller_kernels_bit_exact(built, name, tmp_path):
     micro = HostModel(path, tmp_path / "micro", micro="portable")
     xs = _inputs(path, model.inp.shape[1:])
     np.testing.assert_array_equal(micro(xs), reference(path, xs))
+
+
+def test_inplace_pointwise_goes_below_the_per_layer_bound(built, tmp_path):
+    path, _ = built["pointwise_expand"]
+    micro = HostModel(path, tmp_path / "micro", micro="portable")
+    assert micro.info["arena_bytes"] < micro.info["arena_lower_bound"]
 
 
 def _functions(c_source: str) -> dict:

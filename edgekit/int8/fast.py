@@ -117,7 +117,23 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     for loop in (*own[2:4], ji, ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    return _finish(_accumulate_in_micro_kernel(sch.mod["main"]), dsp)
+    func = _finish(_accumulate_in_micro_kernel(sch.mod["main"]), dsp)
+    gap = _inplace_gap(func, bp)
+    return func if gap is None else func.with_attr("edgekit.inplace_gap", gap)
+
+
+def _inplace_gap(func, bp: int) -> int | None:
+    """For a 1x1 stride-1 convolution scheduled as above: how far below its input the output may start.
+    Pixels go in order, bp at a time, and a block's inputs are read until its last outputs are written, so
+    when block q0 writes, output bytes up to cout (q0 + bp) are written and input bytes from cin q0 on are
+    still needed: the output may start max over q0 of cout (q0 + bp) - cin q0 below the input (q0 = 0 or
+    the last block, the expression being linear in q0)."""
+    x, w, *_, y = func.params  # buffer vars, with shapes
+    (_, h, wd, cin), (_, oh, ow, cout) = ([int(d) for d in b.shape] for b in (x, y))
+    if (oh, ow) != (h, wd) or [int(d) for d in w.shape[1:3]] != [1, 1]:
+        return None
+    last = h * wd - bp
+    return max(cout * bp, cout * (last + bp) - cin * last)
 
 
 def _finish(func, dsp: bool):
