@@ -32,7 +32,8 @@ def _buffers(prog):
 
 def inplace_pairs(prog) -> list:
     """(step, input, output, gap) for each call whose kernel may write its output over its first input
-    (Kernel.inplace_gap) where both are arena activations and the input dies at the step the output is born."""
+    (Kernel.inplace_gap) where both are in the arena (the input's slot is consumed like any activation) and
+    the input dies at the step the output is born."""
     first, last = {}, {}
     for i, c in enumerate(prog.calls):
         for a in c.args:
@@ -43,8 +44,8 @@ def inplace_pairs(prog) -> list:
     for i, c in enumerate(prog.calls):
         gap = prog.kernels[c.kernel].inplace_gap
         src, dst = prog.root(c.args[0]), prog.root(c.args[-1])
-        if gap is not None and prog.tensors[src].kind == prog.tensors[dst].kind == "act" and last[src] == i \
-                and first[dst] == i:
+        if gap is not None and prog.tensors[src].kind in ("act", "input") and prog.tensors[dst].kind == "act" \
+                and last[src] == i and first[dst] == i:
             pairs.append((i, src, dst, gap))
     return pairs
 

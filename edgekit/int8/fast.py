@@ -11,6 +11,7 @@ import functools
 import re
 from pathlib import Path
 
+import numpy as np
 from tvm import te, tirx
 
 from . import kernels as K
@@ -85,20 +86,18 @@ def _block(extent: int, prefer) -> int:
     return next((f for f in prefer if extent % f == 0), 1)
 
 
-def schedule(micro: str):
-    """The schedule for micro-kernels "dsp" (SMLAD, Cortex-M4/M7/M33) or "portable" (plain C)."""
+def schedule(micro: str, stride=(1, 1), pads=(0, 0, 0, 0), direct: bool = False):
+    """The schedule for micro-kernels "dsp" (SMLAD, Cortex-M4/M7/M33) or "portable" (plain C): schedule_conv
+    for conv2d here, schedule_direct (direct=True) for kernels.conv2d; stride and pads (top, left, bottom,
+    right) give the in-place gap."""
     if micro not in ("dsp", "portable"):
         raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
-    return lambda func: schedule_conv(func, dsp=micro == "dsp")
+    fn = schedule_direct if direct else schedule_conv
+    return lambda func: fn(func, dsp=micro == "dsp", stride=stride, pads=pads)
 
 
-def schedule_for_direct(micro: str):
-    if micro not in ("dsp", "portable"):
-        raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
-    return lambda func: schedule_direct(func, dsp=micro == "dsp")
-
-
-def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 2):
+def schedule_conv(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), pixels_block: int = 2,
+                  channels_block: int = 2):
     """Blocks of pixels x output channels (when they divide), accumulators unrolled into registers,
     the reduction loops outside them; then marked scheduled and opaque with the micro-kernels attached."""
     from tvm import s_tir
@@ -117,34 +116,38 @@ def schedule_conv(func, dsp: bool, pixels_block: int = 2, channels_block: int = 
     for loop in (*own[2:4], ji, ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    func = _finish(_accumulate_in_micro_kernel(sch.mod["main"]), dsp)
-    gap = _inplace_gap(func, bp)
-    return func if gap is None else func.with_attr("edgekit.inplace_gap", gap)
+    return _finish(_accumulate_in_micro_kernel(sch.mod["main"]), dsp, stride, pads, bp)
 
 
-def _inplace_gap(func, bp: int) -> int | None:
-    """For a 1x1 stride-1 convolution scheduled as above: how far below its input the output may start.
-    Pixels go in order, bp at a time, and a block's inputs are read until its last outputs are written, so
-    when block q0 writes, output bytes up to cout (q0 + bp) are written and input bytes from cin q0 on are
-    still needed: the output may start max over q0 of cout (q0 + bp) - cin q0 below the input (q0 = 0 or
-    the last block, the expression being linear in q0)."""
-    x, w, *_, y = func.params  # buffer vars, with shapes
-    (_, h, wd, cin), (_, oh, ow, cout) = ([int(d) for d in b.shape] for b in (x, y))
-    if (oh, ow) != (h, wd) or [int(d) for d in w.shape[1:3]] != [1, 1]:
-        return None
-    last = h * wd - bp
-    return max(cout * bp, cout * (last + bp) - cin * last)
+def inplace_gap(x_shape, y_shape, stride, pads, bp: int) -> int:
+    """How far below its input (NHWC) a convolution's output may start in memory, when the kernel computes
+    output pixels in row-major order, bp at a time, all channels of a pixel block before the next: when it
+    writes block k, output bytes up to the block's end are written, and input bytes from the first pixel of
+    any window still to come (block k's included) are still needed."""
+    _, h, w, cin = x_shape
+    _, oh, ow, cout = y_shape
+    (sh, sw), (top, left) = stride, pads[:2]
+    i, j = np.divmod(np.arange(oh * ow), ow)
+    j0 = j // bp * bp
+    first_needed = (np.maximum(i * sh - top, 0) * w + np.maximum(j0 * sw - left, 0)) * cin
+    first_needed = np.minimum.accumulate(first_needed[::-1])[::-1]  # over this block and every later one
+    written = (i * ow + j0 + bp) * cout
+    return max(int((written - first_needed).max()), 0)
 
 
-def _finish(func, dsp: bool):
+def _finish(func, dsp: bool, stride, pads, bp: int):
+    """Marked scheduled and opaque, with the micro-kernels and the in-place gap (x: the first parameter,
+    the output: the last) attached."""
+    x, y = ([int(d) for d in p.ty.shape] for p in (func.params[0], func.params[-1]))
     return (func.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
-            .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS))
+            .with_attr("edgekit.c_helpers", ("#define EK_DSP 1\n" if dsp else "") + HELPERS)
+            .with_attr("edgekit.inplace_gap", inplace_gap(x, y, stride, pads, bp)))
 
 
 UNROLL_MAX = 8  # window and input-channel loops this short are unrolled (a 3x3 window, an RGB input)
 
 
-def schedule_direct(func, dsp: bool, channels_block: int = 4):
+def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_block: int = 4):
     """kernels.conv2d (padded, depthwise, or input channels not a multiple of 4): accumulators for a block
     of output channels in registers, window loops outside them and unrolled, so the padding test runs once
     per window position and block rather than once per multiply-accumulate."""
@@ -163,4 +166,4 @@ def schedule_direct(func, dsp: bool, channels_block: int = 4):
     for loop in (*[r for r in own[4:] if int(sch.get(r).extent) <= UNROLL_MAX], own[3], ci):
         sch.unroll(loop)
     sch.decompose_reduction(acc, own[4])
-    return _finish(sch.mod["main"], dsp)
+    return _finish(sch.mod["main"], dsp, stride, pads, 1)

@@ -231,13 +231,14 @@ class Importer:
         micro_kw = {"small_sum": bool((bound < 1 << 30).all())} if self.micro else {}
         if self.micro and not depthwise and not any((top, left, bottom, right)) and dil == (1, 1) \
                 and fast.dot_step(x.shape[3]):
-            return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro), [
+            return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro, (o.StrideH(), o.StrideW())), [
                 self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
                 self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
                 act=act_range(o.FusedActivationFunction(), out), right_only=bool((shift <= -1).all()), **micro_kw)
         fn = fast.direct_conv2d if self.micro else K.conv2d
-        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, fast.schedule_for_direct(self.micro), *a, **kw)) \
-            if self.micro else self.emit
+        sched = fast.schedule(self.micro, (o.StrideH(), o.StrideW()), (top, left, bottom, right), direct=True) \
+            if self.micro else None
+        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, sched, *a, **kw)) if self.micro else self.emit
         return emit(fn, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
                          self.const(mult), self.const(shift)], out,
                     "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
