@@ -1,14 +1,16 @@
 /* edgekit's int8 micro-kernels: multiply-accumulates of int8 vectors, called by TVM's kernels (call_extern).
  * With EK_DSP (targets declaring the DSP extension: Cortex-M4/M7/M33) four int8 pairs go through two
- * SXTB16 each (bytes 0,2 and, rotated by 8, bytes 1,3 sign-extended to 16-bit halves) and one SMUAD or
- * SMLAD (two 16x16 multiplies summed into 32 bits); elsewhere plain C. Same integer result either way. */
+ * SXTB16 each (bytes 0,2 and, rotated by 8, bytes 1,3 sign-extended to 16-bit halves) and two SMLAD (two
+ * 16x16 multiplies added to the accumulator); elsewhere plain C. Same integer result either way. */
 #include <stdint.h>
 #include <string.h>
+#if (defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT) || defined(EK_DSP)
+#include <arm_acle.h> /* __ssat (every ARMv7-M core), __sxtb16 / __smlad (the DSP extension) */
+#endif
 
 /* non-const pointers: TVM declares its extern calls with the argument types it passes */
 
 #if defined(EK_DSP)
-#include <arm_acle.h>
 
 /* SXTB16 with its free ROR #8 operand (ACLE's __sxtb16(__ror(x, 8)) costs a separate ROR with gcc 12);
  * not volatile, so the compiler may share it between calls like a pure function */
