@@ -9,7 +9,7 @@ APT_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm qemu-u
 	gcc-aarch64-linux-gnu g++-aarch64-linux-gnu clang libclang-rt-14-dev openssh-server openssh-client \
 	dataset-fashion-mnist
 
-.PHONY: test demo bench deps apt venv
+.PHONY: test demo bench soak deps apt venv
 
 deps: apt venv
 
@@ -34,9 +34,16 @@ test: deps
 demo: deps
 	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2
 
+# the serial link on a noisy line at scale (>= 10,000 faults, Device and CLI) and the protocol core under
+# libFuzzer (1,000,000 executions): 10-15 minutes here. benchmarks/soak.py --help for rates and seeds.
+soak: deps
+	$(PY) benchmarks/soak.py
+
 bench: deps
 	$(PY) benchmarks/build_time.py
 	$(PY) benchmarks/cortexm.py
 	$(PY) benchmarks/host_vs_ort.py
 	$(PY) benchmarks/kernels_llvm_vs_c.py
+	$(PY) benchmarks/corpus.py
+	$(PY) benchmarks/mlperf_vww.py
 	$(PY) benchmarks/int8_cortexm.py

@@ -3,9 +3,11 @@ ONNX Runtime (tests/graphgen.py makes the graphs, tests/difftest.py checks them)
 
     .venv/bin/python benchmarks/difftest_soak.py --count 2000 [--seed 0] [--out soak-failures] [--shrink]
 
-Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed alone. Every 4th graph is
+Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed alone (with the same
+tests/graphgen.py: a changed generator maps seeds to other graphs; --out keeps the failing .onnx files). Every 4th graph is
 generated for the Linux boards' split kernels (threads.c), every 10th with TVM's unscheduled kernels (arena
-workspaces), every 5th for Cortex-M4 and compiled with arm-none-eabi-gcc too. --board T --board-every K also
+workspaces), every 5th for Cortex-M4 and compiled with arm-none-eabi-gcc too, every 8th also run built with
+AddressSanitizer and UBSan. --board T --board-every K also
 runs every Kth graph through `edgekit build --target T` + `edgekit validate` (QEMU for mps2-an386: ~10 s each). Prints each failure as it comes, then graphs run / passed / failed / skipped, failures by kind
 and skips by reason; exits 1 when any graph failed. With --out, each failing graph is saved as .onnx and
 as onnx.helper code (shrunk first with --shrink).
@@ -32,7 +34,7 @@ import graphgen  # noqa: E402
 
 def variant(seed: int) -> dict:
     arm = seed % 5 == 1 and shutil.which("arm-none-eabi-gcc") is not None
-    return {"threads": seed % 4 == 3, "schedule": seed % 10 != 7, "arm": arm}
+    return {"threads": seed % 4 == 3, "schedule": seed % 10 != 7, "arm": arm, "sanitize": seed % 8 == 5}
 
 
 def main(argv=None) -> int:

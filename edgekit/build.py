@@ -31,9 +31,11 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
 
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
           out: Path | None = None, stage: Callable[[str], None] = lambda s: None, quantize: str | None = None,
-          calibration: Path | None = None, check_budget: bool = True) -> dict:
+          calibration: Path | None = None, check_budget: bool = True, mlperf: str | None = None) -> dict:
     """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest.
     quantize="int8": full-integer post-training quantization first (calibration: NHWC float images, .npy).
+    mlperf: an MLPerf Tiny benchmark (vww01, ic01, kws01, ad01): the firmware takes the official runner's raw
+    input for it and reports its name (edgekit.mlperf).
     check_budget=False keeps a build that does not fit the board (its memory report says by how much)."""
     from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
 
@@ -53,6 +55,12 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
                          "quantize it with TFLite's converter and pass the int8 .tflite")
     if calibration is not None:
         check_file(calibration, "calibration", (".npy",))
+    if mlperf is not None:
+        from .mlperf import BENCHMARKS
+        if mlperf not in BENCHMARKS:
+            raise UsageError(f"--mlperf {mlperf} is not an MLPerf Tiny benchmark: use one of {', '.join(BENCHMARKS)}")
+        if board.kind == "cuda":
+            raise UsageError(f"--mlperf builds firmware that speaks to the MLPerf Tiny runner: {board.name} has none")
     cfg = None if model is not None else (cfg or ModelConfig())
     out = Path(out) if out else default_dir(target, cfg, model)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
@@ -60,8 +68,8 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     try:
         tmp.mkdir(parents=True)
         int8 = quantize == "int8" or (model is not None and Path(model).suffix == ".tflite" and _quantized(model))
-        manifest = (_build_int8(tmp, board, cfg, model, weights, calibration, stage, check_budget) if int8
-                    else _build_into(tmp, board, cfg, model, weights, stage, check_budget))
+        manifest = (_build_int8(tmp, board, cfg, model, weights, calibration, stage, check_budget, mlperf) if int8
+                    else _build_into(tmp, board, cfg, model, weights, stage, check_budget, mlperf))
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -73,7 +81,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     return {**manifest, "build_dir": str(out)}
 
 
-def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) -> dict:
+def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool, mlperf: str | None) -> dict:
     import onnx
     from . import export
 
@@ -84,9 +92,10 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) 
                 "input_shape": [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim],
                 "model_sha256": hashlib.sha256((d / "model.onnx").read_bytes()).hexdigest(),
                 "edgekit_version": __version__, "artifact": {"onnx": "model.onnx"}}
-    out_dims = [d.dim_value for d in onnx_model.graph.output[0].type.tensor_type.shape.dim]
+    out = onnx_model.graph.output[0].type.tensor_type
     manifest["input"] = {"shape": manifest["input_shape"], "layout": "NCHW", "dtype": "float32"}
-    manifest["output"] = {"shape": out_dims, "layout": "NCHW", "dtype": "float32"}
+    manifest["output"] = {"shape": [d.dim_value for d in out.shape.dim], "layout": "NCHW",
+                          "dtype": str(onnx.helper.tensor_dtype_to_np_dtype(out.elem_type))}  # ArgMax: int64
     stage("import into TVM Relax")
     from . import compiler
     mod = compiler.import_onnx(onnx_model)
@@ -98,7 +107,7 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool) 
         manifest["artifact"].update(res.pop("artifact"))
         manifest["cuda"] = res
     else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
-        manifest.update(_build_c(d, board, mod, name, manifest["model_sha256"], stage, check_budget))
+        manifest.update(_build_c(d, board, mod, name, manifest, stage, check_budget, mlperf))
     return manifest
 
 
@@ -107,7 +116,7 @@ def _quantized(model: Path) -> bool:
     return is_quantized(model)
 
 
-def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_budget: bool) -> dict:
+def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_budget: bool, mlperf: str | None) -> dict:
     """The int8 path: a full-integer TFLite file (the user's, or quantized here) is both the reference
     (model.tflite) and what is compiled, through edgekit's integer kernels; model.onnx is its QDQ form."""
     from .export import _quiet_tensorflow
@@ -149,15 +158,21 @@ def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_b
                 "output": tflite.io(out), "quantization": "int8", "reference": "tflite", "model_sha256": sha,
                 "edgekit_version": __version__}
     stage(f"compile for {board.name}")
-    manifest.update(_build_c(d, board, mod, "model", sha, stage, check_budget))
+    manifest.update(_build_c(d, board, mod, "model", manifest, stage, check_budget, mlperf))
     manifest["artifact"]["tflite"] = "model.tflite"
     return manifest
 
 
-def _build_c(d: Path, board, mod, name: str, sha256: str, stage, check_budget: bool) -> dict:
-    """edgekit's own C (kernels, orchestration, static arena) linked into the board's firmware."""
+def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget: bool, mlperf: str | None = None) -> dict:
+    """edgekit's own C (kernels, orchestration, static arena) linked into the board's firmware. With `mlperf`, the
+    firmware takes that benchmark's raw input (the manifest's `mlperf` object says what and how)."""
     from .codegen import generate
     from .firmware import build_firmware
+    from .mlperf import config_lines, declare
+
+    sha256 = manifest["model_sha256"]
+    if mlperf:
+        manifest["mlperf"] = declare(mlperf, manifest["input"], manifest["output"])
 
     c_dir = d / "c"
     try:
@@ -165,7 +180,8 @@ def _build_c(d: Path, board, mod, name: str, sha256: str, stage, check_budget: b
     except NotImplementedError as e:  # a model shape the C generator does not handle yet
         raise UsageError(f"{e}: this model cannot be built for {board.name} yet") from None
     stage(f"link firmware for {board.name}")
-    fw = build_firmware(board, c_dir, name, sha256[:16], d / "firmware")
+    fw = build_firmware(board, c_dir, name, sha256[:16], d / "firmware",
+                        config=config_lines(manifest["input"], manifest["output"], manifest.get("mlperf")))
     memory = {**fw["memory"], "arena_bytes": info["arena_bytes"], "arena_lower_bound": info["arena_lower_bound"],
               "weights_bytes": info["weights_bytes"]}
     for key, what in (("flash", "flash"), ("ram", "RAM"), ("weights_region", "weights memory")):

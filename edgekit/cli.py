@@ -3,6 +3,7 @@ commands that need them, so `edgekit --help` stays fast."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -28,6 +29,8 @@ WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the Mobil
 OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
 QUANTIZE = typer.Option(None, "--quantize", help="int8: full-integer post-training quantization (TFLite converter).")
 CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC float images (.npy) to calibrate on.")
+MLPERF = typer.Option(None, "--mlperf", help="vww01|ic01|kws01|ad01: firmware the official MLPerf Tiny runner drives "
+                      "(takes the benchmark's raw input, reports that model name).")
 
 
 def _console(stderr: bool = False):
@@ -94,14 +97,14 @@ def summary(arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION
 def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
           quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
-          out: Optional[Path] = OUT, json_out: bool = JSON):
+          mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT, json_out: bool = JSON):
     """Compile a model for a board into one build directory."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
     console = _console()
     with console.status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration)
+                             calibration=calibration, mlperf=mlperf)
     if json_out:
         return _print_json(manifest)
     _print_manifest(console, manifest)
@@ -295,6 +298,7 @@ def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", hel
               dataset: str = DATASET, epochs: int = typer.Option(3, "--epochs", help="Training epochs per point."),
               limit: int = typer.Option(200, "--limit", help="Labelled test images measured on the board per point."),
               train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Train on the first N images only."),
+              quantize: Optional[str] = QUANTIZE,
               out: Path = typer.Option(Path("sweep"), "--out", help="Directory for models, builds, sweep.json/md, plots."),
               json_out: bool = JSON):
     """Train, build, deploy and measure every alpha x resolution point; tables and Pareto plots. Resumable."""
@@ -303,12 +307,12 @@ def sweep_cmd(target: str = TARGET, arch: str = typer.Option("v1", "--arch", hel
     alphas, resolutions = _floats(alpha, "--alpha"), _floats(resolution, "--resolution", int)
     with Progress(console=_console(stderr=True), transient=True) as bar:
         task = bar.add_task("sweep", total=len(alphas) * len(resolutions))
-        result = sweep(target, arch, alphas, resolutions, dataset, epochs, out, limit, train_limit,
+        result = sweep(target, arch, alphas, resolutions, dataset, epochs, out, limit, train_limit, quantize,
                        progress=lambda done, total, what: bar.update(task, completed=done, description=what))
     if json_out:
         return _print_json(result)
     sys.stdout.write(Path(result["report"]).read_text())
-    _console().print(f"wrote {result['report']}, sweep.json and {len(result['figures'])} plots")
+    _console().print(f"wrote {result['report']} (and .json beside it) and {len(result['figures'])} plots")
 
 
 def _contract(m: dict) -> dict:
@@ -325,8 +329,9 @@ def _bar(total: int, what: str = "inferences"):
 
 
 def _warn(result):
+    from .errors import warn
     for w in result.get("warnings", []):
-        sys.stderr.write(f"edgekit: warning: {w}\n")
+        warn(w)
 
 
 def _show(result, json_out, table):
@@ -410,7 +415,22 @@ def _library_output_hidden():
             os.close(real)
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupted(signum, frame):
+    """SIGTERM and SIGHUP (timeout, CI runners, docker stop, a closed terminal) take Ctrl-C's path: every
+    `finally` then ends the emulator, runner or ssh and removes temporary and half-written directories.
+    Signals that come during that clean-up are ignored, so it runs to the end."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main():
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:  # keep what nohup or a background shell job ignores
+            signal.signal(s, _interrupted)
     verbose = "--verbose" in sys.argv[1:]  # anywhere on the line, for every command
     if verbose:
         sys.argv.remove("--verbose")

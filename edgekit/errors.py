@@ -1,4 +1,10 @@
-"""The two ways edgekit fails, each with its exit code (see ARCHITECTURE.md)."""
+"""The two ways edgekit fails, each with its exit code (see ARCHITECTURE.md), and how it warns."""
+import sys
+
+
+def warn(message: str) -> None:
+    """One line on stderr: edgekit's own warnings show even where library warnings are hidden."""
+    sys.stderr.write(f"edgekit: warning: {message}\n")
 
 
 class UsageError(Exception):

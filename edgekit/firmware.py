@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Sequence
 
 from .errors import UsageError, WorkError
 
@@ -55,8 +56,9 @@ def linker_script(target) -> str:
                                 weights_section=WEIGHTS_OUTPUT if w else "")
 
 
-def model_config(model_name: str, model_hash: str, board: str) -> str:
-    """ek_model_config.h: maps the generated model's names onto the fixed ones the protocol core uses."""
+def model_config(model_name: str, model_hash: str, board: str, extra: Sequence[str] = ()) -> str:
+    """ek_model_config.h: maps the generated model's names onto the fixed ones the protocol core uses.
+    extra: more #define lines (the input/output types and an --mlperf build's raw input: edgekit.mlperf)."""
     if not re.fullmatch(r"[A-Za-z_]\w*", model_name):
         raise UsageError(f"model name '{model_name}' is not a C identifier: use letters, digits and _")
     if not re.fullmatch(r"[0-9a-fA-F]{8,}", model_hash):
@@ -71,7 +73,7 @@ def model_config(model_name: str, model_hash: str, board: str) -> str:
         f"#define EK_MODEL_NUM_LAYERS {M}_NUM_LAYERS", f"#define EK_MODEL_LAYER_NAMES {m}_layer_names",
         f"#define EK_MODEL_LAYER_HOOK {m}_layer_hook", f"#define EK_MODEL_RUN {m}_run",
         # the input's slot in the model's arena: the core's input buffer when built with EK_INPUT_IN_ARENA
-        f"#define EK_MODEL_INPUT_BUFFER() {m}_input()", ""])
+        f"#define EK_MODEL_INPUT_BUFFER() {m}_input()", *extra, ""])
 
 
 def port_sources(port: str) -> tuple[list[Path], list[Path]]:
@@ -138,20 +140,21 @@ IN_ARENA = "-DEK_INPUT_IN_ARENA=1"
 
 
 def build_firmware(target, model_dir: Path, model_name: str, model_hash: str, out_dir: Path,
-                   input_in_arena: bool | None = None) -> dict:
+                   input_in_arena: bool | None = None, config: Sequence[str] = ()) -> dict:
     """Build the firmware for `target` around the generated model in `model_dir`.
     input_in_arena: where the protocol core keeps the loaded input. False: a buffer of its own beside the
     arena (any input serves repeated runs). True: the model's arena slot (edgekit_NAME_input()), saving that
     buffer's RAM; repeated runs on one load then need an input with at most 256 distinct float values (the
     core restores the slot from a compact copy: firmware/README.md). None (default): its own buffer, unless
     that overflows the board's RAM and the slot makes it fit.
+    config: more ek_model_config.h lines (edgekit.mlperf.config_lines).
     Returns {"firmware": ELF or Linux binary, "memory": {flash_bytes, ram_bytes, *_budget, arena_bytes,
     input_in_arena, ...}}."""
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     if not (model_dir / "model.h").is_file():
         raise UsageError(f"{model_dir} holds no model.h: point at a generated model directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "ek_model_config.h").write_text(model_config(model_name, model_hash, target.name))
+    (out_dir / "ek_model_config.h").write_text(model_config(model_name, model_hash, target.name, config))
     fw, tc = target.section("firmware"), target.section("toolchain")
     if "port" not in fw or "cc" not in tc:
         raise UsageError(f"targets/{target.name}.toml needs [firmware] port and [toolchain] cc to build firmware")

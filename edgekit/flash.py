@@ -1,7 +1,8 @@
 """Flash stage: put firmware on a board (pyocd) or start it in the board's emulator behind a pty.
 
 `emulate` yields a pyserial URL (a /dev/pts path) once the firmware has printed its boot lines, and
-always ends the emulator: on normal exit, an exception or Ctrl-C.
+always ends the emulator: on normal exit, an exception, Ctrl-C, SIGTERM or SIGHUP (edgekit.cli makes them
+KeyboardInterrupt).
 """
 from __future__ import annotations
 
@@ -68,14 +69,15 @@ def emulate(target, binary: Path, boot_timeout: float = 20.0, args: Sequence[str
 
 
 def _qemu_system(target, command: list[str], elf: Path, boot_timeout: float) -> Iterator[str]:
-    # Start paused with a monitor socket, hold the pty open, then `cont`: no boot output is lost.
-    tmp = tempfile.mkdtemp(prefix="edgekit-qemu-")
-    sock_path = os.path.join(tmp, "monitor")
-    proc = subprocess.Popen([*command, "-kernel", str(elf), "-nographic", "-serial", "pty", "-S",
-                             "-monitor", f"unix:{sock_path},server=on,wait=off"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    fd, mon = None, None
+    # Start paused with a monitor socket, hold the pty open, then `cont`: no boot output is lost. All of it
+    # inside the try: a signal at any point (edgekit turns SIGTERM into KeyboardInterrupt) still cleans up.
+    tmp = proc = fd = mon = None
     try:
+        tmp = tempfile.mkdtemp(prefix="edgekit-qemu-")
+        sock_path = os.path.join(tmp, "monitor")
+        proc = subprocess.Popen([*command, "-kernel", str(elf), "-nographic", "-serial", "pty", "-S",
+                                 "-monitor", f"unix:{sock_path},server=on,wait=off"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         out = _read_until(proc.stdout.fileno(), b"(label", 10, f"{command[0]} -M {target.name}", proc)
         m = re.search(rb"char device redirected to (/dev/pts/\d+)", out)
         if not m:
@@ -95,14 +97,16 @@ def _qemu_system(target, command: list[str], elf: Path, boot_timeout: float) -> 
                 mon.sendall(b"quit\n")
         except OSError:
             pass
-        proc.kill()
-        proc.wait()
-        for f in (mon, proc.stdout):
-            if f:
-                f.close()
+        if proc:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+        if mon:
+            mon.close()
         if fd is not None:
             os.close(fd)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager
@@ -116,12 +120,13 @@ def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float,
     # The program talks on the pty's master; the host opens the slave path like any serial port.
     # We hold the slave open so the master never reads EOF while the host reopens the port.
     master, slave = os.openpty()
-    tty.setraw(master)
-    tty.setraw(slave)
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen([*command, str(binary), *args], stdin=master, stdout=master, stderr=log)
-    os.close(master)
+    log, proc = tempfile.TemporaryFile(), None
     try:
+        tty.setraw(master)
+        tty.setraw(slave)
+        proc = subprocess.Popen([*command, str(binary), *args], stdin=master, stdout=master, stderr=log)
+        ours, master = master, None  # the child holds it now
+        os.close(ours)
         what = f"{binary.name} under {command[0]}" if command else binary.name
         try:
             _check_boot(_read_until(slave, b"m-ready\r\n", boot_timeout, what, proc), what)
@@ -130,9 +135,12 @@ def _qemu_user(target, command: list[str], binary: Path, boot_timeout: float,
             raise WorkError(f"{e}; stderr: {log.read()[-300:].decode(errors='replace')}") from None
         yield os.ttyname(slave)
     finally:
-        proc.kill()
-        proc.wait()
-        os.close(slave)
+        if proc:
+            proc.kill()
+            proc.wait()
+        for fd in (master, slave):
+            if fd is not None:
+                os.close(fd)
         log.close()
 
 

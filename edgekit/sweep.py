@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from .errors import UsageError
 
 
@@ -16,16 +18,29 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
 
 
+CALIBRATION_IMAGES = 100
+
+
+def _calibration(dataset: str, res: int, path: Path) -> Path:
+    """Real training images, preprocessed as for training, to calibrate int8 quantization on (NHWC .npy)."""
+    from . import datasets
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, datasets.preprocess(datasets.load(dataset, "train").x[:CALIBRATION_IMAGES], (res, res)))
+    return path
+
+
 def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: int, out: Path,
-          limit: int, train_limit: int | None, runs: int = 3, stage: Callable[[str], None] = lambda s: None) -> dict:
-    """One alpha x resolution point, from its cached result if it has one."""
+          limit: int, train_limit: int | None, quantize: str | None = None, runs: int = 3,
+          stage: Callable[[str], None] = lambda s: None) -> dict:
+    """One alpha x resolution point (int8 with quantize="int8"), from its cached result if it has one."""
     from . import board as boards, report, target as targets, validate as v
     from .build import build
     from .models import ModelConfig
     from .train import metadata, train
-    label = f"a{alpha:g} r{res}"
+    label = f"a{alpha:g} r{res}" + (f" {quantize}" if quantize else "")
     tag = f"{arch}-a{alpha:g}-r{res}"
-    done = out / "points" / f"{tag}-{_key(target, dataset, epochs, limit, train_limit)}.json"
+    done = out / "points" / f"{tag}{'-' + quantize if quantize else ''}-{_key(target, dataset, epochs, limit, train_limit)}.json"
     if done.is_file():
         return json.loads(done.read_text())
     model = out / "models" / f"{tag}-{_key(str(dataset), epochs, train_limit)}.keras"
@@ -33,11 +48,13 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
         stage(f"{label}: train")
         train(ModelConfig(arch, alpha, (res, res), 1), dataset, epochs, model, train_limit)
     meta = metadata(model)
-    result = {"label": label, "arch": arch, "alpha": alpha, "resolution": res, "model": str(model),
-              "host_top1": meta["test_accuracy"]}
+    result = {"label": label, "arch": arch, "alpha": alpha, "resolution": res, "quantize": quantize,
+              "model": str(model), "host_top1": meta["test_accuracy"]}
     stage(f"{label}: build for {target}")
+    calibration = _calibration(dataset, res, model.with_suffix(".calibration.npy")) if quantize else None
     try:
-        manifest = build(target, model=model, out=out / "builds" / f"{target}-{tag}", check_budget=False)
+        manifest = build(target, model=model, out=out / "builds" / f"{target}-{tag}{'-' + quantize if quantize else ''}",
+                         check_budget=False, quantize=quantize, calibration=calibration)
     except UsageError as e:  # e.g. the linker finds the board's memory too small
         result.update(fits=False, reason=str(e))
     else:
@@ -71,12 +88,15 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
 
 
 def sweep(target: str, arch: str, alphas: list[float], resolutions: list[int], dataset: str, epochs: int = 3,
-          out: Path = Path("sweep"), limit: int = 200, train_limit: int | None = None,
+          out: Path = Path("sweep"), limit: int = 200, train_limit: int | None = None, quantize: str | None = None,
           progress: Callable[[int, int, str], None] = lambda done, total, what: None) -> dict:
-    """Every alpha x resolution point (see `point`), then sweep.json, sweep.md and the plots in `out`."""
+    """Every alpha x resolution point (see `point`), then sweep.json, sweep.md and the plots in `out` (named
+    sweep-int8.json and so on for an int8 sweep, so float and int8 sweeps can share `out` and its models)."""
     from . import target as targets
     from .models import ModelConfig
     board = targets.get(target)
+    if quantize not in (None, "int8"):
+        raise UsageError(f"--quantize {quantize} is not supported: use --quantize int8")
     if not board.emulator:
         raise UsageError(f"{target} has no emulator: sweep measures on emulated boards (e.g. mps2-an386)")
     for a in alphas:
@@ -87,10 +107,11 @@ def sweep(target: str, arch: str, alphas: list[float], resolutions: list[int], d
     points = []
     for i, (a, r) in enumerate(grid):
         progress(i, len(grid), f"a{a:g} r{r}")
-        points.append(point(target, arch, a, r, dataset, epochs, out, limit, train_limit,
+        points.append(point(target, arch, a, r, dataset, epochs, out, limit, train_limit, quantize,
                             stage=lambda s, i=i: progress(i, len(grid), s)))
     progress(len(grid), len(grid), "plots")
-    return write(out, {"target": target, "arch": arch, "dataset": str(dataset), "epochs": epochs, "points": points})
+    return write(out, {"target": target, "arch": arch, "dataset": str(dataset), "epochs": epochs,
+                       "quantize": quantize or "float32", "points": points})
 
 
 def write(out: Path, result: dict) -> dict:
@@ -99,10 +120,11 @@ def write(out: Path, result: dict) -> dict:
     unit = next((p["latency_unit"] for p in points if p.get("latency_unit")), "instructions")
     source = next((p["latency_source"] for p in points if p.get("latency_source")), "device")
     label = f"latency ({unit}, {'EMULATOR' if source == 'emulator' else 'device'})"
-    figs = [plots.pareto(points, "latency", label, out / "accuracy_latency.png"),
+    tag = "" if result["quantize"] == "float32" else f"-{result['quantize']}"
+    figs = [plots.pareto(points, "latency", label, out / f"accuracy_latency{tag}.png"),
             plots.pareto([{**p, "ram_kib": p["ram_bytes"] / 1024 if p.get("ram_bytes") else None} for p in points],
-                         "ram_kib", "RAM (KiB)", out / "accuracy_ram.png")]
-    md = [f"# MobileNet {result['arch']} on {result['target']}: alpha x resolution", "",
+                         "ram_kib", "RAM (KiB)", out / f"accuracy_ram{tag}.png")]
+    md = [f"# MobileNet {result['arch']} ({result['quantize']}) on {result['target']}: alpha x resolution", "",
           f"Trained on {result['dataset']} for {result['epochs']} epochs; accuracy measured on the device "
           f"({label}).", "",
           "| alpha | resolution | MACs | params | top-1 (device) | top-1 (host) | agreement | " + unit + " | RAM | flash | weights | fits |",
@@ -114,8 +136,9 @@ def write(out: Path, result: dict) -> dict:
                   f"{f('accuracy', '{:.4f}') if p['fits'] else '-'} | {f('host_top1', '{:.4f}')} | {f('agreement', '{:.2f}')} | "
                   f"{f('latency', '{:,.0f}')} | {f('ram_bytes')} | {f('flash_bytes')} | {f('weights_bytes')} | "
                   f"{'yes' if p['fits'] else 'no: ' + p.get('reason', '')[:60]} |")
-    md += ["", "![accuracy against latency](accuracy_latency.png)", "", "![accuracy against RAM](accuracy_ram.png)", ""]
-    (out / "sweep.md").write_text("\n".join(md))
-    result = {**result, "figures": [str(f) for f in figs], "report": str(out / "sweep.md")}
-    (out / "sweep.json").write_text(json.dumps(result, indent=1) + "\n")
+    md += ["", f"![accuracy against latency](accuracy_latency{tag}.png)", "",
+           f"![accuracy against RAM](accuracy_ram{tag}.png)", ""]
+    (out / f"sweep{tag}.md").write_text("\n".join(md))
+    result = {**result, "figures": [str(f) for f in figs], "report": str(out / f"sweep{tag}.md")}
+    (out / f"sweep{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -18,7 +18,9 @@ def make_inputs(spec: dict, count: int = 0, npy: Path | None = None) -> np.ndarr
     those of a .npy file ((N, *shape) or one `shape`; the model's dtype, any for float models). Float inputs
     are uniform in [-1, 1); int8 ones smooth block noise at several amplitudes, which keeps a classifier's
     softmax out of saturation (uniform noise would hide errors upstream)."""
-    shape, dtype = tuple(spec["shape"][1:]), np.dtype(spec.get("dtype", "float32"))
+    full = tuple(spec["shape"])
+    shape = full[1:] if full and full[0] == 1 else full  # one input: without the batch axis, if it has one
+    dtype = np.dtype(spec.get("dtype", "float32"))
     if npy is None:
         if count < 1:
             raise UsageError("--inputs must be at least 1")
@@ -97,12 +99,12 @@ def tflite_reference(path: Path, inputs: np.ndarray) -> np.ndarray:
         it = tf.lite.Interpreter(model_path=str(path),
                                  experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+    (inp,), o = it.get_input_details(), it.get_output_details()[0]["index"]
     outs = []
     for x in inputs:
-        it.set_tensor(i, x[None])
+        it.set_tensor(inp["index"], x.reshape(inp["shape"]))
         it.invoke()
-        outs.append(it.get_tensor(o)[0].copy())
+        outs.append(it.get_tensor(o).reshape(-1).copy())
     return np.stack(outs)
 
 

@@ -3,8 +3,10 @@
 Each graph: opset 13, one float32 input "x", one output "y", a few to a dozen nodes drawn from the operators
 edgekit's users export (Conv in every shape, pools, broadcasting arithmetic, Relu/Clip, Reshape/Flatten/
 Transpose anywhere, Concat, Pad, MatMul/Gemm, Softmax), weights sometimes DequantizeLinear of int8
-constants as tf2onnx writes them for TFLite models. Shapes are computed here as each node is added, so every
-graph is valid by construction (ORT checks it again).
+constants as tf2onnx writes them for TFLite models, sometimes the input reshaped first as tf2onnx does for
+TFLite models (issue 12's input-binding bug); with extra_ops also EXTRA_OPS (activations, reductions,
+Squeeze/Unsqueeze, Slice, BatchNormalization, Shape-computed reshapes, Split). Shapes are computed here as each
+node is added, so every graph is valid by construction (ORT checks it again).
 
 All randomness goes through a `choose` object (NumpyChoices for the soak script, HypothesisChoices for the
 pytest property), so hypothesis can shrink a failing graph: every option list starts with its simplest
@@ -168,6 +170,8 @@ def op_clip(g, x):
     c = g.choose
     lo, hi = sorted(np.round(g.weights.uniform(-1.5, 1.5, 2), 2).astype(np.float32))
     lo, hi = (np.float32(0), np.float32(6)) if c.chance(0.4) else (lo, np.float32(hi + 0.1))
+    if c.chance(0.1):  # exporters write Relu as Clip(0, inf)
+        lo, hi = np.float32(0), np.float32(np.inf)
     form = c.pick(["both", "min", "max", "none"])
     ins = [x.name, g.const(lo, "lo") if form in ("both", "min") else "", g.const(hi, "hi") if form in ("both", "max") else ""]
     while ins[-1] == "":  # trailing optional inputs are left out, not named empty
@@ -265,6 +269,16 @@ def op_shape_reshape(g, x):
     first = g.node("Gather", [shape.name, g.const(np.array([0], np.int64), "i")], (1,), pool=False)
     target = g.node("Concat", [first.name, g.const(np.array([-1], np.int64), "rest")], (2,), pool=False, axis=0)
     return g.node("Reshape", [x.name, target.name], (x.shape[0], numel(x.shape[1:])))
+
+
+def op_masked_softmax(g, x):
+    """An attention-style mask: -inf added at some positions of the last axis (never all), then Softmax."""
+    c = g.choose
+    n = x.shape[-1]
+    mask = np.where(g.weights.random(n) < 0.3, -np.inf, 0).astype(np.float32)
+    mask[c.integer(0, n - 1)] = 0
+    added = g.node("Add", [x.name, g.const(mask, "mask")], x.shape, pool=False)
+    return g.node("Softmax", [added.name], x.shape)
 
 
 def op_split(g, x):
@@ -517,7 +531,7 @@ def op_softmax(g, x):
 # simplest first: hypothesis shrinks towards the start of the list; repeats weight the convolution-net staples
 OPS = [op_relu, op_binary, op_conv, op_pool, op_clip, op_reshape, op_flatten, op_transpose, op_concat, op_pad,
        op_matmul, op_gemm, op_softmax, op_sigmoid, op_conv, op_conv, op_conv, op_pool, op_binary, op_concat]
-EXTRA_OPS = [op_unary, op_reduce, op_squeeze, op_slice, op_batchnorm, op_shape_reshape, op_split]
+EXTRA_OPS = [op_unary, op_reduce, op_squeeze, op_slice, op_batchnorm, op_shape_reshape, op_split, op_masked_softmax]
 RESHAPING = [op_reshape, op_flatten, op_transpose]
 
 
@@ -578,7 +592,7 @@ DTYPES = {np.dtype(np.float32): "np.float32", np.dtype(np.int64): "np.int64", np
 
 
 def _array_code(arr: np.ndarray) -> str:
-    dt = DTYPES[arr.dtype]
+    dt = DTYPES.get(arr.dtype, f"np.{arr.dtype}")
     if arr.size <= 16 or arr.dtype == np.int64:
         return f"np.array({arr.tolist()!r}, {dt})"
     if arr.dtype != np.float32:

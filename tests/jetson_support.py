@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgekit.link import frame
+
 SHAPE = (1, 3, 8, 8)
 CLASSES = 5
 
@@ -60,8 +62,9 @@ class Client:
         self.port = port
 
     def cmd(self, text: str, payload: bytes = b"") -> list[bytes]:
-        """Send `text%`; the reply lines up to m-ready (stripped), raw ek-read data as one item."""
-        self.port.write(text.encode() + b"%")
+        """Send `text%` (ek-* commands with their CRC); the reply lines up to m-ready (stripped), raw ek-read
+        data as one item."""
+        self.port.write(frame(text).encode() + b"%")
         self._flush()
         lines = []
         while True:
@@ -85,10 +88,10 @@ class Client:
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         raw = x.astype(np.float32).tobytes()
-        assert self.cmd(f"ek-load {len(raw)} {zlib.crc32(raw):08x}", raw)[-2].startswith(b"m-ek-load-done-")
+        assert self.cmd(f"ek-load {len(raw)} {zlib.crc32(raw):08x}", raw)[-3].startswith(b"m-ek-load-done-")
         assert b"m-infer-done" in self.cmd("infer 2 1")
         reply = self.cmd("ek-read")
-        assert f"{zlib.crc32(reply[1]):08x}".encode() in reply[0]
+        assert reply[0].endswith(f"-{zlib.crc32(raw):08x}".encode())  # the results' input
         return np.frombuffer(reply[1], np.float32)
 
 

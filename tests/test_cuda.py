@@ -120,7 +120,8 @@ def test_runner_speaks_the_firmware_protocol(runner):
     assert runner.cmd("db print 4") == [b"m-buffer-0a-0b-0c-0d", b"m-ready"]
     assert runner.cmd("db 00")[0].startswith(b"e-[db: no load in progress")
     times = runner.cmd("ek-time 3")
-    assert len(times) == 4 and all(t.startswith(b"m-ek-time-") for t in times[:3])
+    assert len(times) == 6 and times[0].startswith(b"m-ek-input-") and all(t.startswith(b"m-ek-time-") for t in times[1:4])
+    assert times[4].startswith(b"m-ek-end-") and runner.cmd("ek-sync 42")[0] == b"m-ek-sync-42"
     laps = [int(l.rsplit(b"-", 1)[1]) for l in runner.cmd("infer 2 0") if l.startswith(b"m-lap-us-")]
     assert len(laps) == 2 and laps[1] >= laps[0]
 
@@ -128,7 +129,13 @@ def test_runner_speaks_the_firmware_protocol(runner):
 def test_runner_refuses_bad_input_and_keeps_serving(runner):
     raw = bytes(768)
     bad = runner.cmd(f"ek-load 768 {zlib.crc32(raw) ^ 1:08x}", raw)
-    assert bad[1].startswith(b"e-[ek-load: crc mismatch")
+    assert bad[1].startswith(b"e-[damaged ek-load: crc mismatch")
+    runner.port.write(b"ek-info 0badc0de%")  # a wrong command CRC
+    runner._flush()
+    refusal = runner.port.readline()
+    assert refusal == b"e-[damaged command: crc mismatch, send it again]\r\n"
+    assert runner.port.readline() == f"m-ek-end-{zlib.crc32(refusal):08x}\r\n".encode()
+    assert runner.port.readline() == b"m-ready\r\n"
     assert runner.cmd("ek-load 769 0")[0].startswith(b"e-[ek-load: use ek-load N CRC32HEX")
     assert runner.cmd("infer 0")[0] == b"e-[Inference iterations must be >0]"
     assert runner.cmd("bogus") == [b"e-[Unknown command: bogus]", b"m-ready"]

@@ -1,12 +1,10 @@
 """edgekit.link and edgekit.flash: fault injection between host and QEMU, silent and wrong ports, model
 hash checks, the Linux port under qemu-aarch64 and over TCP, and emulator clean-up."""
 import os
-import select
 import shutil
 import socket
 import subprocess
-import threading
-import tty
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from edgekit import firmware, flash, target
 from edgekit.errors import UsageError, WorkError
 from edgekit.link import Device
+from fault_proxy import FaultProxy
 
 HASH = "5eed" * 16
 needs_qemu = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -39,66 +38,55 @@ def elf(model, tmp_path_factory):
     return firmware.build_firmware(target.get("mps2-an386"), model, "fake", HASH, tmp_path_factory.mktemp("fw"))["firmware"]
 
 
-class Proxy:
-    """A pty the host opens, forwarding to the device's pty; `fault` damages one byte once, on the way
-    in (the 10th byte of an ek-load payload) or out (the 3rd byte of an ek-read payload)."""
+class Aimed(FaultProxy):
+    """One fault, aimed: on its way `way` ("in": to the device), the byte `skip` bytes after the first `trigger`
+    (once `arm` has passed) is dropped (xor None) or xor-ed."""
 
-    def __init__(self, device_pty: str, fault: str):
-        self.dev = os.open(device_pty, os.O_RDWR | os.O_NOCTTY)
-        self.master, slave = os.openpty()
-        for fd in (self.dev, self.master, slave):
-            tty.setraw(fd)
-        self.url, self.slave = os.ttyname(slave), slave
-        self.fault, self.countdown, self.seen, self.fired, self.stop = fault, -1, b"", False, False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
+    def __init__(self, device_pty: str, way: str, trigger: bytes, skip: int, xor: int | None, arm: bytes = b""):
+        self.aim, self.seen, self.armed, self.countdown, self.fired = (way, trigger, skip, xor, arm), b"", not arm, -1, False
+        super().__init__(device_pty, rate=0)
 
-    def damage(self, data: bytes, trigger: bytes, skip: int) -> bytes:
-        """Pass data on, hitting the byte `skip` bytes after the first line (ended by % or LF) holding `trigger`."""
+    def damage(self, data: bytes, way: str) -> bytes:
+        want, trigger, skip, xor, arm = self.aim
+        if way != want or self.fired:
+            return data
         out = bytearray()
         for b in data:
             if self.countdown == 0:
-                self.countdown, self.fired = -2, True
-                if self.fault == "drop":
+                self.countdown, self.fired = -1, True
+                if xor is None:
                     continue
-                b ^= 0x5A
+                b ^= xor
             elif self.countdown > 0:
                 self.countdown -= 1
             out.append(b)
-            self.seen = (self.seen + bytes([b]))[-40:]
-            if self.countdown == -1 and b in b"%\n" and trigger in self.seen:
+            self.seen = (self.seen + bytes([b]))[-64:]
+            self.armed = self.armed or self.seen.endswith(arm)
+            if self.armed and self.countdown == -1 and not self.fired and self.seen.endswith(trigger):
                 self.countdown = skip
         return bytes(out)
 
-    def run(self):
-        while not self.stop:
-            for fd in select.select([self.dev, self.master], [], [], 0.05)[0]:
-                data = os.read(fd, 4096)
-                if fd == self.master:
-                    os.write(self.dev, self.damage(data, b"ek-load", 9) if self.fault in ("drop", "corrupt") else data)
-                else:
-                    os.write(self.master, self.damage(data, b"m-ek-read-", 2) if self.fault == "corrupt-output" else data)
-
-    def close(self):
-        self.stop = True
-        self.thread.join()
-        for fd in (self.dev, self.master, self.slave):
-            os.close(fd)
-
 
 @needs_qemu
-@pytest.mark.parametrize("fault", ["drop", "corrupt", "corrupt-output"])
-def test_damaged_transfer_is_detected_and_retried(elf, fault):
+@pytest.mark.parametrize("aim", [
+    ("in", b"%", 9, None, b"ek-load"),              # a payload byte lost
+    ("in", b"%", 9, 0x5A, b"ek-load"),              # a payload byte damaged
+    ("out", b"\n", 2, 0x5A, b"m-ek-read-"),         # an output byte damaged
+    ("in", b"ek-load ", 13, 0x01, b""),             # ek-load 128 CRC 0 -> offset 1: the chunk would land elsewhere
+    ("out", b"input=", 0, 0x01, b""),               # ek-info input=256 -> 356: must not be believed, nor kept
+    ("out", b"m-ek-time-", 0, 0x40, b""),           # a count digit -> a letter: no bare ValueError
+    ("out", b"m-ek-end-", 12, 0x20, b"m-ek-time-"),  # the m-ready after ek-time: no wait for the inference timeout
+    ("in", b"ek-time 1 ", 17, None, b""),           # ek-time's % lost: the device never runs it
+])
+def test_aimed_fault_is_detected_and_retried(elf, aim):
     x = np.random.default_rng(3).standard_normal(64).astype(np.float32)
-    with flash.emulate(target.get("mps2-an386"), elf) as url:
-        proxy = Proxy(url, fault)
-        try:
-            with Device(proxy.url, timeout=3, chunk=128) as dev:
-                out = dev.infer(x.tobytes())
-                assert proxy.fired and dev.retried == 1
-                np.testing.assert_array_equal(np.frombuffer(out, np.float32), reference(x))
-        finally:
-            proxy.close()
+    with flash.emulate(target.get("mps2-an386"), elf) as url, Aimed(url, *aim) as proxy:
+        with Device(proxy.url, timeout=1, infer_timeout=60, chunk=128) as dev:
+            t0 = time.monotonic()
+            assert dev.info()["input"] == 256
+            np.testing.assert_array_equal(np.frombuffer(dev.infer(x.tobytes()), np.float32), reference(x))
+            assert proxy.fired and dev.retried <= 1 and time.monotonic() - t0 < 10
+            np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(x))  # and on it goes
 
 
 def test_silent_port_raises_work_error():
@@ -195,3 +183,13 @@ def test_linux_port_over_tcp(model, tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@needs_qemu
+def test_noisy_line_never_corrupts_and_always_recovers(elf):
+    """The short version of `make soak`: random drops, flips and insertions both ways (0.3% of bytes)."""
+    from fault_proxy import drive
+    with flash.emulate(target.get("mps2-an386"), elf) as url:
+        n = drive(url, rate=0.003, seed=7, faults=300, n_in=64, reference=reference)
+    assert n["faults"] >= 300 and n["exact"] >= 20, n
+    assert n["silent"] == n["exception"] == n["stuck"] == 0, n

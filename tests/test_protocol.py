@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgekit import firmware, flash, target
-from edgekit.link import Device, DeviceError
+from edgekit.link import Device, DeviceError, TransferError, frame
 
 HASH = "c0ffee00" * 8
 COMMON = firmware.FIRMWARE / "common"
@@ -88,7 +88,8 @@ def test_standard_commands(board):
     ("infer x", "e-[Inference iterations must be >0]"), ("infer 1 -1", "e-[infer: warmup"),
     ("infer 4294967296", "e-[Inference iterations must be >0]"), ("infer 1000000000", "e-[infer: too many"),
     ("bogus 1 2", "e-[Unknown command: bogus]"), ("a b c d e f g", "e-[Too many arguments]"),
-    ("db load 0", "e-[db load: N must be 1..256]"), ("db load 257", "e-[db load: N must be 1..256]"),
+    ("db load 0", "e-[db load: N must be 256, the input's size in bytes]"),
+    ("db load 255", "e-[db load: N must be 256"), ("db load 257", "e-[db load: N must be 256"),
     ("db load -1", "e-[db load"), ("db print 17 240", "e-[db print"), ("db print x", "e-[db print"),
     ("db 0g", "e-[db"), ("db abc", "e-[db"), ("db load", "e-[db: use"), ("db", "e-[db: use"),
     ("ek-load", "e-[ek-load: use"), ("ek-load 4 xyz", "e-[ek-load: use"), ("ek-load 4 123456789", "e-[ek-load: use"),
@@ -107,10 +108,16 @@ def test_bad_commands_get_an_error_and_the_board_keeps_serving(board, cmd, error
 @needs_qemu
 def test_db_protocol_order_and_overrun(board):
     _, _, dev = board
-    dev.command("db load 2")
+    dev.command("db load 256")
+    assert dev.command("db " + "00" * 30) == []
+    with pytest.raises(DeviceError, match=r"e-\[db load incomplete: 30 of 256 bytes"):  # a partial input never runs
+        dev.command("infer 1 0")
+    for _ in range(7):
+        assert dev.command("db " + "00" * 31) == []
     with pytest.raises(DeviceError, match="more bytes than"):
-        dev.command("db 010203")
-    assert dev.command("db 0102") == ["m-load-done"]
+        dev.command("db " + "00" * 10)
+    assert dev.command("db " + "00" * 9) == ["m-load-done"]
+    assert dev.command("infer 1 0")[-1] == "m-results-[0,0,0,0]"
     with pytest.raises(DeviceError, match="no load in progress"):
         dev.command("db 00")
 
@@ -146,10 +153,30 @@ def test_extensions(board):
     prof = dev.profile()
     assert [name for name, _ in prof] == ["scale", "sum", "dense"] and all(c >= 0 for _, c in prof)
     assert sum(c for _, c in prof) <= max(counts) + 200
-    dev.port.write(b"ek-read 4 4%")
-    header = dev._line(3, "ek-read")
-    assert header.startswith("m-ek-read-4-") and dev._raw(4, 3, "ek-read") == reference(x)[1:2].tobytes()
-    assert dev._reply("ek-read") == []
+    dev._send("ek-read 4 4")  # the reply's CRC covers the raw bytes too
+    assert dev._next("ek-read", 3) == f"m-ek-read-4-{zlib.crc32(x.tobytes()):08x}"  # the results' input
+    assert dev._raw(6, 3, "ek-read") == reference(x)[1:2].tobytes() + b"\r\n"
+    dev._end("ek-read")
+
+
+@needs_qemu
+def test_ek_commands_and_replies_carry_crcs(board):
+    _, _, dev = board
+    x = np.random.default_rng(5).standard_normal(64).astype(np.float32)
+    dev.load_input(x.tobytes())
+    for text in ("ek-info", "ek-info 0badc0de", "ek-time 1 0badc0de", frame("ek-time 1")[:-1]):  # no or a wrong CRC
+        dev.port.write(text.encode() + b"%")
+        assert dev.port.read_until(b"m-ready\r\n").startswith(b"e-[damaged command: crc mismatch, send it again]\r\n")
+    with pytest.raises(TransferError, match=r"e-\[damaged input: crc [0-9a-f]{8} expected 0badc0de, load it again\]"):
+        dev.command("ek-time 1 0badc0de")  # the whole input is checked before a run
+    assert dev.command(f"ek-time 1 {zlib.crc32(x.tobytes()):08x}")[0] == f"m-ek-input-{zlib.crc32(x.tobytes()):08x}"
+    assert dev.command("ek-sync 1234abcd") == ["m-ek-sync-1234abcd"]
+    dev.port.write(frame("ek-sync 5").encode() + b"%")
+    reply = dev.port.read_until(b"m-ready\r\n")
+    body, end = reply[:reply.index(b"m-ek-end-")], reply[reply.index(b"m-ek-end-"):]
+    assert end == f"m-ek-end-{zlib.crc32(body):08x}\r\nm-ready\r\n".encode()
+    with pytest.raises(DeviceError, match="ek-sync: use"):
+        dev.command("ek-sync " + "x" * 17)
 
 
 def results(lines):
@@ -177,13 +204,16 @@ def test_input_in_the_arena_serves_repeated_runs(tmp_path):
         assert dev.command("db print 8 4") == ["m-buffer-" + "-".join(f"{b:02x}" for b in pixels.tobytes()[4:12])]
         # a partial load after a run lands on the restored input, not on what the run left in the slot
         part = np.float32(0.25).tobytes()
-        dev.port.write(f"ek-load 4 {zlib.crc32(part):08x} 8%".encode())
-        assert dev._line(3, "ek-load").startswith("m-ek-load-ready-")
+        cmd = f"ek-load 4 {zlib.crc32(part):08x} 8"
+        dev._send(cmd)
+        dev._expect(cmd, "m-ek-load-ready-4", 3)
         dev.port.write(part)
-        dev._reply("ek-load")
+        dev._expect(cmd, f"m-ek-load-done-{zlib.crc32(part):08x}", 3)
+        dev._end(cmd)
         edited = pixels.copy()
         edited[2] = 0.25
-        np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(edited))
+        np.testing.assert_allclose(results(dev.command("infer 1 0")), reference(edited), rtol=2e-6)
+        dev.load_input(edited.tobytes())
         assert len(dev.profile()) == 3
         np.testing.assert_array_equal(np.frombuffer(dev.infer(), np.float32), reference(edited))
 
@@ -225,7 +255,7 @@ def random_commands(rng: random.Random, n: int, binary: bool) -> bytes:
 
 def host_build(tmp, model, cc, flags, sources):
     (tmp / "ek_model_config.h").write_text(firmware.model_config("fake", HASH, "host"))
-    srcs = [COMMON / "ek_protocol.c", COMMON / "ek_crc32.c", *sources, *sorted(model.glob("*.c"))]
+    srcs = [COMMON / "ek_protocol.c", COMMON / "ek_crc32.c", COMMON / "ek_io.c", *sources, *sorted(model.glob("*.c"))]
     return firmware.compile_c(cc, srcs, [tmp, model, COMMON], flags, tmp / "prog")
 
 
@@ -260,8 +290,9 @@ def test_libfuzzer(model, tmp_path, flags):
                       [firmware.FIRMWARE / "fuzz" / "ek_fuzz.c"])
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for i, seed in enumerate([b"name%infer 2 1%results%", b"db load 4%db 01020304%db print 4 0%",
-                              b"ek-load 4 b63cfbcd%\x01\x02\x03\x04ek-read%", b"ek-time 2%ek-profile%ek-info%"]):
+    for i, seed in enumerate([b"\x00name%infer 2 1%results%", b"\x00db load 4%db 01020304%db print 4 0%",
+                              b"\x01ek-load 4 b63cfbcd%\x01\x02\x03\x04ek-read%", b"\x01ek-time 2%ek-profile%ek-info%",
+                              b"\x01ek-time 1 b63cfbcd%ek-sync 1%ek-read 4 4%", b"\x00" + frame("ek-info").encode() + b"%"]):
         (corpus / str(i)).write_bytes(seed)
     p = subprocess.run([str(prog), "-max_total_time=20", "-seed=1", "-max_len=512", str(corpus)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)

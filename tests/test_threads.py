@@ -93,7 +93,9 @@ def _runner(target_name, model_dir, name, out):
 
 
 def _info(binary, *args, prefix=()):
-    r = subprocess.run([*prefix, str(binary), *args], input=b"ek-info%", capture_output=True, timeout=60)
+    from edgekit.link import frame
+    r = subprocess.run([*prefix, str(binary), *args], input=frame("ek-info").encode() + b"%", capture_output=True,
+                       timeout=60)
     return r.returncode, dict(kv.split("=", 1) for kv in r.stdout.decode().split() if "=" in kv)
 
 

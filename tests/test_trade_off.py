@@ -77,6 +77,22 @@ def test_device_accuracy_equals_the_host_reference_and_report_draws_it(trained, 
     assert "EMULATOR" in text and "agreement 1.0000" in text
 
 
+@pytest.mark.skipif(not EMULATED, reason="needs arm-none-eabi-gcc and qemu-system-arm")
+def test_int8_device_accuracy_equals_tflite_on_the_same_images(trained, tmp_path):
+    d, _ = trained
+    np.save(tmp_path / "cal.npy", datasets.preprocess(datasets.load("fashion-mnist", "train").x[:64], (32, 32)))
+    r = run_edgekit("build", "--target", "mps2-an386", "--model", d / "m.keras", "--quantize", "int8",
+                    "--calibration", tmp_path / "cal.npy", "--out", tmp_path / "b", "--json")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # real calibration images: no warning
+    r = run_edgekit("validate", tmp_path / "b", "--dataset", "fashion-mnist", "--limit", 40, "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    acc = out["accuracy"]
+    assert out["validation"]["reference"] == "tflite" and out["validation"]["max_abs_err"] == 0
+    assert acc["agreement"] == 1.0 and acc["device_top1"] == acc["reference_top1"] > 0.2
+
+
 def _check_png(path):
     from PIL import Image
     with Image.open(path) as im:

@@ -107,6 +107,8 @@ def test_build_checks_the_weights_budget(monkeypatch, tmp_path):
     mem = {"flash_bytes": MiB, "flash_budget": 4 * MiB, "ram_bytes": MiB, "ram_budget": 4 * MiB,
            "weights_region_bytes": 20 * MiB, "weights_region_budget": 16 * MiB}
     monkeypatch.setattr(edgekit.codegen, "generate", lambda *a, **k: info)
-    monkeypatch.setattr(firmware, "build_firmware", lambda *a: {"firmware": tmp_path / "fw.elf", "memory": mem})
+    monkeypatch.setattr(firmware, "build_firmware", lambda *a, **k: {"firmware": tmp_path / "fw.elf", "memory": mem})
     with pytest.raises(UsageError, match=rf"weights memory on mps2-an386 \({4 * MiB:,} B over its {16 * MiB:,} B\)"):
-        build._build_c(tmp_path, target.get("mps2-an386"), None, "model", HASH, lambda s: None)
+        io = {"shape": [1, 4], "dtype": "float32"}
+        build._build_c(tmp_path, target.get("mps2-an386"), None, "model",
+                       {"model_sha256": HASH, "input": io, "output": io}, lambda s: None, True)

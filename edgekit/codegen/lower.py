@@ -220,6 +220,7 @@ def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
     src = lib.mod.inspect_source() if hasattr(lib, "mod") else lib.inspect_source()
     body = src[src.index("#ifdef __cplusplus"):src.index("// CodegenC: NOTE: Auto-generated entry function")]
     body = body.replace("__tvm_ffi_" + symbol, symbol)
+    body = re.sub(r"\binff\b", "INFINITY", body)  # TVM's C printer spells float infinity inff: not C (math.h has it)
     allocs = [int(m) for m in _WS.findall(body)]
     if len(allocs) != body.count("TVMBackendAllocWorkspace("):
         raise NotImplementedError(f"edgekit codegen: {symbol} allocates a workspace of non-constant size")

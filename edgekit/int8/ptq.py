@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, warn
 
 CALIBRATION_IMAGES = 32
 SEED = 1234
@@ -19,8 +18,7 @@ SEED = 1234
 def calibration_images(shape: tuple, path: Path | None) -> np.ndarray:
     """(N, H, W, C) float32 images: the file's (NHWC, one or N), or seeded random ones with a warning."""
     if path is None:
-        warnings.warn("calibrating int8 on seeded random images: accuracy needs real ones (--calibration FILE.npy)",
-                      stacklevel=2)
+        warn("calibrating int8 on seeded random images: accuracy needs real ones (--calibration FILE.npy)")
         return np.random.default_rng(SEED).uniform(-1, 1, (CALIBRATION_IMAGES, *shape)).astype(np.float32)
     try:
         x = np.load(path)
@@ -51,11 +49,12 @@ def quantize_keras(model, calibration: Path | None) -> bytes:
 
 @contextlib.contextmanager
 def _stdout_to_stderr():
+    """Both Python's and C's stdout to file descriptor 2 (which the CLI keeps off the terminal unless --verbose)."""
     sys.stdout.flush()
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with open(os.dup(2), "w") as fd2, contextlib.redirect_stdout(fd2):
             yield
     finally:
         sys.stdout.flush()

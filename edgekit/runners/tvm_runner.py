@@ -44,11 +44,14 @@ HELP = (
     "db print [N] [off]   print N (16) input bytes from offset off as hex",
     "infer N [W]          W (10) warm-up runs, then N timed runs; print the results",
     "results              print the last results",
+    "ek-* commands end with the CRC-32 (hex) of the text before it; replies end with m-ek-end-CRC",
     "ek-info              model name, hash, sizes, board, counter",
     "ek-load N CRC [off]  N raw input bytes at offset off, checked against CRC-32 (hex)",
-    "ek-read [N] [off]    raw output bytes after a header with their CRC-32",
-    "ek-time N            N inferences, one counter reading (ns) each",
+    "ek-read [N] [off]    raw output bytes after a header with their input's CRC-32",
+    "ek-time N [incrc]    N inferences, one counter reading (ns) each; incrc: the whole input's CRC-32",
+    "ek-sync TOKEN        echo TOKEN",
 )
+EK_COMMANDS = ("ek-info", "ek-load", "ek-read", "ek-time", "ek-profile", "ek-sync")
 
 
 class Model:
@@ -124,6 +127,12 @@ class Link:
 
     def __init__(self, recv, send):
         self.recv, self.send, self.buf = recv, send, b""
+        self.crc = None  # inside an ek-* reply: the CRC-32 of its bytes so far, for its m-ek-end- line
+
+    def out(self, data: bytes) -> None:
+        if self.crc is not None:
+            self.crc = zlib.crc32(data, self.crc)
+        self.send(data)
 
     def command(self) -> str | None:
         """The next command without its '%' (CR/LF dropped, as the firmware does); None at end of stream."""
@@ -146,7 +155,7 @@ class Link:
         return data
 
     def line(self, text: str) -> None:
-        self.send((text + "\r\n").encode("latin-1"))
+        self.out((text + "\r\n").encode("latin-1"))
 
 
 def _float(v: float) -> str:
@@ -168,6 +177,7 @@ class Session:
         self.inp = bytearray(model.in_bytes)   # the input buffer, whole, as on the boards
         self.db_want = self.db_have = 0        # db load: bytes announced / received so far
         self.out = b""                          # raw bytes of the last results, b"" when none
+        self.res_crc = 0                        # CRC-32 of the input those results came from
 
     def err(self, msg: str) -> None:
         self.link.line(f"e-[{msg}]")
@@ -188,13 +198,24 @@ class Session:
                 argv = [w for w in cmd.split(" ") if w]  # spaces only, as the firmware splits
                 if len(argv) > MAX_ARGS:
                     self.err("Too many arguments")
-                elif argv:  # a bare % only asks for m-ready: hosts resynchronise with it
-                    try:
-                        self.dispatch(argv)
-                    except Exception as e:  # a failed run is one error line; the runner keeps serving
-                        self.out = b""
-                        self.err(f"Model run failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
+                elif argv and argv[0] in EK_COMMANDS:  # framed: CRC of the text before the last word, reply CRC
+                    self.link.crc = 0
+                    if argv[-1] != f"{zlib.crc32(cmd[:cmd.rfind(' ')].encode('latin-1')):08x}":
+                        self.err("damaged command: crc mismatch, send it again")
+                    else:
+                        self.run(argv[:-1])
+                    crc, self.link.crc = self.link.crc, None
+                    say(f"m-ek-end-{crc:08x}")
+                elif argv:  # a bare % only asks for m-ready
+                    self.run(argv)
             say("m-ready")
+
+    def run(self, argv: list[str]) -> None:
+        try:
+            self.dispatch(argv)
+        except Exception as e:  # a failed run is one error line; the runner keeps serving
+            self.out = b""
+            self.err(f"Model run failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}")
 
     def dispatch(self, argv: list[str]) -> None:
         say, m, c = self.link.line, self.model, argv[0]
@@ -225,6 +246,9 @@ class Session:
             self.time(argv)
         elif c == "ek-profile":
             self.err("ek-profile: the TVM runner has no per-layer counters (layers=0)")
+        elif c == "ek-sync":
+            self.link.line(f"m-ek-sync-{argv[1]}") if len(argv) == 2 and len(argv[1]) <= 16 else \
+                self.err("ek-sync: use ek-sync TOKEN (at most 16 characters)")
         else:
             self.err(f"Unknown command: {c}")
 
@@ -280,6 +304,7 @@ class Session:
             self.err("infer: too many iterations")
             return
         x = self.model.upload(bytes(self.inp))  # outside the timed window, like a board's input buffer
+        self.res_crc = zlib.crc32(self.inp)
         say(f"m-warmup-start-{w}")
         if w:
             self.model.run(x, w)
@@ -309,16 +334,16 @@ class Session:
         data = self.link.exact(n, LOAD_TIMEOUT_S)
         self.inp[off:off + len(data)] = data
         if len(data) < n:
-            self.err(f"ek-load: timeout after {len(data)} of {n} bytes")
+            self.err(f"damaged ek-load: timeout after {len(data)} of {n} bytes")
             return
         have = zlib.crc32(data)
         if have != crc:
-            self.err(f"ek-load: crc mismatch, got {have:08x} expected {crc:08x}")
+            self.err(f"damaged ek-load: crc mismatch, got {have:08x} expected {crc:08x}")
             return
         self.link.line(f"m-ek-load-done-{have:08x}")
 
     def read(self, argv: list[str]) -> None:
-        """ek-read [N [OFFSET]]: header with N and CRC-32, N raw bytes, CRLF."""
+        """ek-read [N [OFFSET]]: header with N and the CRC-32 of the results' input, N raw bytes, CRLF."""
         argc, cap = len(argv), self.model.out_bytes
         n = _u32(argv[1]) if argc > 1 else cap
         off = _u32(argv[2]) if argc > 2 else 0
@@ -329,16 +354,24 @@ class Session:
             self.err("ek-read: no results, run infer or ek-time first")
             return
         raw = self.out[off:off + n]
-        self.link.line(f"m-ek-read-{n}-{zlib.crc32(raw):08x}")
-        self.link.send(raw + b"\r\n")
+        self.link.line(f"m-ek-read-{n}-{self.res_crc:08x}")
+        self.link.out(raw + b"\r\n")
 
     def time(self, argv: list[str]) -> None:
-        """ek-time N: one m-ek-time-COUNT line (nanoseconds, GPU work included) per inference."""
-        n = _u32(argv[1]) if len(argv) == 2 else None
-        if not n or n > MAX_ITERS:
-            self.err("ek-time: use ek-time N with N > 0")
+        """ek-time N [INCRC]: the input checked against INCRC, then one m-ek-time-COUNT line (nanoseconds,
+        GPU work included) per inference."""
+        n = _u32(argv[1]) if 2 <= len(argv) <= 3 else None
+        want = _hex32(argv[2]) if len(argv) == 3 else None
+        if not n or n > MAX_ITERS or (len(argv) == 3 and want is None):
+            self.err("ek-time: use ek-time N [INPUT_CRC32HEX] with N > 0")
             return
+        have = zlib.crc32(self.inp)
+        if want is not None and want != have:
+            self.err(f"damaged input: crc {have:08x} expected {want:08x}, load it again")
+            return
+        self.link.line(f"m-ek-input-{have:08x}")
         x = self.model.upload(bytes(self.inp))
+        self.res_crc = have
         for _ in range(n):
             t0 = time.perf_counter_ns()
             self.out = self.model.run(x, 1)

@@ -3,6 +3,7 @@
    newlib-nano prints neither floats nor 64-bit integers, and a fuzzer is happier without it. */
 #include <string.h>
 #include "ek_crc32.h"
+#include "ek_io.h"
 #include "ek_model_config.h"
 #include "ek_port.h"
 #include "ek_protocol.h"
@@ -36,14 +37,35 @@ static uint32_t in_buf[(EK_MODEL_INPUT_BYTES + 3) / 4]; /* word aligned */
 #endif
 static uint32_t out_buf[(EK_MODEL_OUTPUT_BYTES + 3) / 4];
 #define OUT ((uint8_t *)out_buf)
-static uint32_t db_want, db_have; /* db load: bytes announced / received so far */
+/* The db buffer: the model's input itself, or in an --mlperf build the runner's raw input (its own format and
+   size), converted into the model's input once the load is complete (ek_io.c) */
+#ifdef EK_MLPERF_RAW_BYTES
+static uint32_t raw_buf[(EK_MLPERF_RAW_BYTES + 3) / 4];
+#define DB ((uint8_t *)raw_buf)
+#define DB_BYTES EK_MLPERF_RAW_BYTES
+#define DB_IS_INPUT 0
+#define PROFILE_MODEL EK_MLPERF_MODEL
+#else
+#define DB IN
+#define DB_BYTES EK_MODEL_INPUT_BYTES
+#define DB_IS_INPUT 1
+#define PROFILE_MODEL EK_MODEL_NAME
+#endif
+static uint32_t db_want, db_have; /* db load: bytes announced / received so far; db_want != 0: incomplete */
 static int have_results;
+static uint32_t run_crc, res_crc; /* CRC-32 of the input the coming runs see / the results came from */
+static int framed;                /* inside an ek-* reply: its bytes go into reply_crc, sent in m-ek-end- */
+static uint32_t reply_crc;
 static uint64_t stamps[EK_MODEL_NUM_LAYERS + 1];
 static char obuf[96];
 static size_t olen;
 
 /* ---- output: whole lines go to the port at once ---- */
-static void flush(void) { ek_port_write(obuf, olen); olen = 0; }
+static void out(const void *p, size_t n) {
+  if (framed) reply_crc = ek_crc32(reply_crc, p, n);
+  ek_port_write(p, n);
+}
+static void flush(void) { out(obuf, olen); olen = 0; }
 static void put(const char *s) {
   while (*s) { if (olen == sizeof obuf) flush(); obuf[olen++] = *s++; }
 }
@@ -78,6 +100,17 @@ static void put_float(float f) { /* 7 significant digits, d.dddddde+-XX: plenty 
   if (e < 0) e = -e;
   if (e < 10) put("0");
   put_u64((uint64_t)e);
+}
+static void put_fixed3(float f) { /* printf's %0.3f: correctly rounded, ties to even, from the exact value */
+  if (f != f) { put("nan"); return; }
+  if (f < 0) { put("-"); f = -f; }
+  if (f > 1e15f) { put_u64((uint64_t)f); put(".000"); return; }
+  double m = (double)f * 1000.0; /* exact: 24 + 10 bits */
+  uint64_t n = (uint64_t)m;
+  double frac = m - (double)n;
+  if (frac > 0.5 || (frac == 0.5 && (n & 1))) n++;
+  put_u64(n / 1000); put(".");
+  put_u64(n / 100 % 10); put_u64(n / 10 % 10); put_u64(n % 10);
 }
 static void line(const char *a, const char *b) { put(a); put(b); endl(); }
 static void err(const char *msg) { line("e-[", msg); } /* msg carries the closing bracket */
@@ -149,12 +182,14 @@ static int input_prepare(uint32_t runs) {
   return 0;
 }
 static void input_ready(void) { if (!slot_ok) restore_input(); } /* the slot holds the input */
+static int input_gone(void) { return !slot_ok && !copy_ok; }   /* consumed, and no copy to restore */
 static void input_consumed(void) { slot_ok = 0; }                 /* the run reused the slot */
 #else
 static int input_access(int write) { (void)write; return 0; }
 static int input_prepare(uint32_t runs) { (void)runs; return 0; }
 static void input_ready(void) {}
 static void input_consumed(void) {}
+static int input_gone(void) { return 0; }
 #endif
 
 /* ---- the model ---- */
@@ -162,20 +197,30 @@ static int run_model(void) { /* one inference; the caller has called input_prepa
   int rc = EK_MODEL_RUN(IN, out_buf);
   input_consumed();
   have_results = rc == 0;
+  res_crc = run_crc;
   if (rc) err("Model run failed]");
   return rc;
 }
 static int run_n(uint32_t n) { while (n--) { input_ready(); if (run_model()) return -1; } return 0; }
 static void lap(void) { put("m-lap-us-"); put_u64(ek_port_counter() / ek_port_counter_per_us); endl(); }
-static void results(void) {
+static void results(void) { /* the dequantized scores (ek_io.c), as th_results prints them */
   put("m-results-[");
-  for (uint32_t i = 0; i < EK_MODEL_OUTPUT_BYTES / 4; i++) {
-    float f;
-    memcpy(&f, OUT + 4 * i, 4);
+  for (uint32_t i = 0; i < ek_io_score_count(); i++) {
     if (i) put(",");
-    put_float(f);
+#ifdef EK_MLPERF_RAW_BYTES
+    put_fixed3(ek_io_score(OUT, DB, i));
+#else
+    put_float(ek_io_score(OUT, 0, i));
+#endif
   }
   put("]"); endl();
+}
+/* nonzero (after an e- line) while a db load is incomplete: a partial input never runs */
+static int load_incomplete(void) {
+  if (!db_want) return 0;
+  put("e-[db load incomplete: "); put_u64(db_have); put(" of "); put_u64(db_want);
+  put(" bytes, send the rest or db load again]"); endl();
+  return 1;
 }
 static void hook(int layer) {
   if (layer >= 0 && layer < EK_MODEL_NUM_LAYERS) stamps[layer + 1] = ek_port_counter();
@@ -185,20 +230,20 @@ static void hook(int layer) {
 static void cmd_db(int argc, char **argv) {
   uint32_t n, off = 0;
   if (argc == 3 && !strcmp(argv[1], "load")) {
-    if (!parse_u32(argv[2], &n) || n == 0 || n > EK_MODEL_INPUT_BYTES) {
-      put("e-[db load: N must be 1.."); put_u64(EK_MODEL_INPUT_BYTES); put("]"); endl(); return;
+    if (!parse_u32(argv[2], &n) || n != DB_BYTES) { /* the whole input, nothing else: no partial input runs */
+      put("e-[db load: N must be "); put_u64(DB_BYTES); put(", the input's size in bytes]"); endl(); return;
     }
     db_want = n; db_have = 0;
-    input_access(1);
+    if (DB_IS_INPUT) input_access(1);
     put("m-[Expecting "); put_u64(n); put(" bytes]"); endl();
   } else if (argc >= 2 && argc <= 4 && !strcmp(argv[1], "print")) {
     n = 16;
     if ((argc > 2 && !parse_u32(argv[2], &n)) || (argc > 3 && !parse_u32(argv[3], &off)) ||
-        n > EK_MODEL_INPUT_BYTES || off > EK_MODEL_INPUT_BYTES - n) { err("db print: N offset out of range]"); return; }
-    if (input_access(0)) return;
+        n > DB_BYTES || off > DB_BYTES - n) { err("db print: N offset out of range]"); return; }
+    if (DB_IS_INPUT && input_access(0)) return;
     for (uint32_t i = 0; i < n; i++) {
       if (i % 8 == 0) put("m-buffer");
-      put("-"); put_hex(IN[off + i], 2);
+      put("-"); put_hex(DB[off + i], 2);
       if (i % 8 == 7 || i == n - 1) endl();
     }
   } else if (argc == 2 && strcmp(argv[1], "load")) {
@@ -207,9 +252,16 @@ static void cmd_db(int argc, char **argv) {
     if (len % 2) { err("db: odd number of hex digits]"); return; }
     for (size_t i = 0; i < len; i++) if (hexval(argv[1][i]) < 0) { err("db: not a hex digit]"); return; }
     if (len / 2 > db_want - db_have) { err("db: more bytes than db load announced]"); return; }
-    input_access(1); /* an inference may have run since db load */
-    for (size_t i = 0; i < len; i += 2) IN[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
-    if (db_have == db_want) { db_want = 0; line("m-load-done", ""); }
+    if (DB_IS_INPUT) input_access(1); /* an inference may have run since db load */
+    for (size_t i = 0; i < len; i += 2) DB[db_have++] = (uint8_t)(hexval(argv[1][i]) << 4 | hexval(argv[1][i + 1]));
+    if (db_have == db_want) {
+      db_want = 0;
+#ifdef EK_MLPERF_RAW_BYTES
+      input_access(1);
+      ek_io_convert(DB, IN); /* th_load_tensor: the runner's format into the model's input */
+#endif
+      line("m-load-done", "");
+    }
   } else err("db: use db load N, db HEX or db print [N] [offset]]");
 }
 
@@ -218,7 +270,9 @@ static void cmd_infer(int argc, char **argv) {
   if (argc < 2 || argc > 3 || !parse_u32(argv[1], &n) || n == 0) { err("Inference iterations must be >0]"); return; }
   if (argc == 3 && !parse_u32(argv[2], &w)) { err("infer: warmup W must be a number >= 0]"); return; }
   if (n > EK_MAX_ITERS || w > EK_MAX_ITERS) { err("infer: too many iterations]"); return; }
-  if (input_prepare(n + w)) return;
+  if (load_incomplete() || input_prepare(n + w)) return;
+  input_ready();
+  run_crc = ek_crc32(0, IN, EK_MODEL_INPUT_BYTES);
   put("m-warmup-start-"); put_u64(w); endl();
   if (run_n(w)) return;
   line("m-warmup-done", "");
@@ -230,8 +284,12 @@ static void cmd_infer(int argc, char **argv) {
   results();
 }
 
-/* ---- edgekit extensions ---- */
-static void cmd_info(void) {
+/* ---- edgekit extensions ----
+   Each ek-* command ends with the CRC-32 of its text before that word, and each reply ends with
+   m-ek-end-CRC over every byte of it: a damaged command or reply is never taken for a good one.
+   e-[damaged ...] refusals mean "it arrived damaged: send it again" (firmware/README.md). */
+static void cmd_info(int argc, char **argv) {
+  (void)argc; (void)argv;
   put("m-ek-info-name="); put(EK_MODEL_NAME);
   put(" hash="); put(EK_MODEL_HASH);
   put(" board="); put(EK_BOARD_NAME);
@@ -257,16 +315,19 @@ static void cmd_load(int argc, char **argv) { /* ek-load N CRC [OFFSET]: N raw b
     put("]"); endl(); return;
   }
   input_access(1);
+  db_want = 0; /* the host loads the input itself: an unfinished db load is abandoned */
   put("m-ek-load-ready-"); put_u64(n); endl();
   for (; got < n; got++) {
     int c = ek_port_getc(EK_LOAD_TIMEOUT_MS);
     if (c < 0) break;
     IN[off + got] = (uint8_t)c;
   }
-  if (got < n) { put("e-[ek-load: timeout after "); put_u64(got); put(" of "); put_u64(n); put(" bytes]"); endl(); return; }
+  if (got < n) {
+    put("e-[damaged ek-load: timeout after "); put_u64(got); put(" of "); put_u64(n); put(" bytes]"); endl(); return;
+  }
   uint32_t have = ek_crc32(0, IN + off, n);
   if (have != crc) {
-    put("e-[ek-load: crc mismatch, got "); put_hex(have, 8); put(" expected "); put_hex(crc, 8); put("]"); endl();
+    put("e-[damaged ek-load: crc mismatch, got "); put_hex(have, 8); put(" expected "); put_hex(crc, 8); put("]"); endl();
     return;
   }
   put("m-ek-load-done-"); put_hex(have, 8); endl();
@@ -277,18 +338,36 @@ static void cmd_read(int argc, char **argv) { /* ek-read [N [OFFSET]]: header li
   if (argc > 3 || (argc > 1 && !parse_u32(argv[1], &n)) || (argc > 2 && !parse_u32(argv[2], &off)) ||
       n > EK_MODEL_OUTPUT_BYTES || off > EK_MODEL_OUTPUT_BYTES - n) { err("ek-read: N offset out of range]"); return; }
   if (!have_results) { err("ek-read: no results, run infer or ek-time first]"); return; }
-  put("m-ek-read-"); put_u64(n); put("-"); put_hex(ek_crc32(0, OUT + off, n), 8); endl();
-  ek_port_write(OUT + off, n);
+  put("m-ek-read-"); put_u64(n); put("-"); put_hex(res_crc, 8); endl(); /* the input these results came from */
+  out(OUT + off, n);
   endl();
 }
 
-static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT line per inference */
+/* ek-time / ek-profile: `runs` inferences on the loaded input, checked first against the host's CRC of the
+   whole input (argv[i], optional); m-ek-input-CRC says what they run on. 0 when they may run. */
+static int input_checked(uint32_t runs, int argc, char **argv, int i) {
+  uint32_t want = 0;
+  if (argc > i + 1 || (argc == i + 1 && !parse_hex32(argv[i], &want))) { err("ek: input CRC must be hex]"); return -1; }
+  if (load_incomplete()) return -1;
+  if (argc == i + 1 && input_gone()) { err("damaged input: consumed by the last inference, load it again]"); return -1; }
+  if (input_prepare(runs)) return -1;
+  input_ready();
+  run_crc = ek_crc32(0, IN, EK_MODEL_INPUT_BYTES);
+  if (argc == i + 1 && run_crc != want) {
+    put("e-[damaged input: crc "); put_hex(run_crc, 8); put(" expected "); put_hex(want, 8); put(", load it again]");
+    endl(); return -1;
+  }
+  put("m-ek-input-"); put_hex(run_crc, 8); endl();
+  return 0;
+}
+
+static void cmd_time(int argc, char **argv) { /* ek-time N [INCRC]: one m-ek-time-COUNT line per inference */
   uint32_t n;
-  if (argc != 2 || !parse_u32(argv[1], &n) || n == 0 || n > EK_MAX_ITERS) {
-    err("ek-time: use ek-time N with N > 0]");
+  if (argc < 2 || !parse_u32(argv[1], &n) || n == 0 || n > EK_MAX_ITERS) {
+    err("ek-time: use ek-time N [INPUT_CRC32HEX] with N > 0]");
     return;
   }
-  if (input_prepare(n)) return;
+  if (input_checked(n, argc, argv, 2)) return;
   while (n--) {
     input_ready(); /* outside the count: restoring the input is the protocol's work, not the model's */
     uint64_t t0 = ek_port_counter();
@@ -297,9 +376,8 @@ static void cmd_time(int argc, char **argv) { /* ek-time N: one m-ek-time-COUNT 
   }
 }
 
-static void cmd_profile(void) { /* one inference; the layer hook stamps the counter after each kernel */
-  if (input_prepare(1)) return;
-  input_ready();
+static void cmd_profile(int argc, char **argv) { /* one inference; the layer hook stamps the counter after each kernel */
+  if (input_checked(1, argc, argv, 1)) return;
   EK_MODEL_LAYER_HOOK = hook;
   stamps[0] = ek_port_counter();
   for (int i = 1; i <= EK_MODEL_NUM_LAYERS; i++) stamps[i] = stamps[0];
@@ -313,6 +391,11 @@ static void cmd_profile(void) { /* one inference; the layer hook stamps the coun
   }
 }
 
+static void cmd_sync(int argc, char **argv) { /* ek-sync TOKEN: echo it; a host finds its place in the stream */
+  if (argc != 2 || strlen(argv[1]) > 16) { err("ek-sync: use ek-sync TOKEN (at most 16 characters)]"); return; }
+  line("m-ek-sync-", argv[1]);
+}
+
 static void help(void) {
   static const char *const text[] = {
     EK_BOARD_NAME " edgekit firmware, MLPerf Tiny / EEMBC protocol; end each command with %",
@@ -323,16 +406,34 @@ static void help(void) {
     "db print [N] [off]   print N (16) input bytes from offset off as hex",
     "infer N [W]          W (10) warm-up runs, then N timed runs; print the results",
     "results              print the last results",
+    "ek-* commands end with the CRC-32 (hex) of the text before it; replies end with m-ek-end-CRC",
     "ek-info              model name, hash, sizes, layers, board, counter, threads",
     "ek-load N CRC [off]  N raw input bytes at offset off, checked against CRC-32 (hex)",
-    "ek-read [N] [off]    raw output bytes after a header with their CRC-32",
-    "ek-time N            N inferences, one counter reading each",
-    "ek-profile           one inference, counter per layer"};
+    "ek-read [N] [off]    raw output bytes after a header with their input's CRC-32",
+    "ek-time N [incrc]    N inferences, one counter reading each; incrc: the whole input's CRC-32",
+    "ek-profile [incrc]   one inference, counter per layer",
+    "ek-sync TOKEN        echo TOKEN"};
   for (size_t i = 0; i < sizeof text / sizeof *text; i++) line(text[i], "");
 }
 
+static const struct { const char *name; void (*run)(int, char **); } ek_cmds[] = {
+  {"ek-info", cmd_info}, {"ek-load", cmd_load}, {"ek-read", cmd_read}, {"ek-time", cmd_time},
+  {"ek-profile", cmd_profile}, {"ek-sync", cmd_sync}};
+
+/* an ek-* command: check its CRC (the last word, over the text before it), run it, end with m-ek-end-CRC */
+static void ek_command(void (*run)(int, char **), int argc, char **argv, uint32_t text_crc) {
+  uint32_t want;
+  framed = 1; reply_crc = 0;
+  if (argc < 2 || strlen(argv[argc - 1]) != 8 || !parse_hex32(argv[argc - 1], &want) || want != text_crc)
+    err("damaged command: crc mismatch, send it again]");
+  else run(argc - 1, argv);
+  framed = 0;
+  put("m-ek-end-"); put_hex(reply_crc, 8); endl();
+}
+
 static void dispatch(char *s) {
-  char *argv[MAX_ARGS];
+  char *argv[MAX_ARGS], *last = strrchr(s, ' ');
+  uint32_t text_crc = last ? ek_crc32(0, s, (size_t)(last - s)) : 0; /* an ek-* command's text before its CRC */
   int argc = 0;
   for (;;) { /* split on spaces in place (newlib's strtok drags in malloc and printf) */
     while (*s == ' ') *s++ = 0;
@@ -341,20 +442,17 @@ static void dispatch(char *s) {
     argv[argc++] = s;
     while (*s && *s != ' ') s++;
   }
-  if (argc == 0) return; /* a bare % only asks for m-ready: hosts resynchronise with it */
+  if (argc == 0) return; /* a bare % only asks for m-ready */
   const char *c = argv[0];
+  for (size_t i = 0; i < sizeof ek_cmds / sizeof *ek_cmds; i++)
+    if (!strcmp(c, ek_cmds[i].name)) { ek_command(ek_cmds[i].run, argc, argv, text_crc); return; }
   if (!strcmp(c, "name")) line("m-name-dut-[" EK_BOARD_NAME "]", "");
-  else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" EK_MODEL_NAME "]", "");
+  else if (!strcmp(c, "profile")) line("m-profile-[ULPMark for tinyML Firmware V0.0.1]\r\nm-model-[" PROFILE_MODEL "]", "");
   else if (!strcmp(c, "help")) help();
   else if (!strcmp(c, "timestamp")) lap();
   else if (!strcmp(c, "db")) cmd_db(argc, argv);
   else if (!strcmp(c, "infer")) cmd_infer(argc, argv);
   else if (!strcmp(c, "results")) { if (have_results) results(); else err("No results: run infer first]"); }
-  else if (!strcmp(c, "ek-info")) cmd_info();
-  else if (!strcmp(c, "ek-load")) cmd_load(argc, argv);
-  else if (!strcmp(c, "ek-read")) cmd_read(argc, argv);
-  else if (!strcmp(c, "ek-time")) cmd_time(argc, argv);
-  else if (!strcmp(c, "ek-profile")) cmd_profile();
   else { put("e-[Unknown command: "); put(c); put("]"); endl(); }
 }
 
