@@ -147,7 +147,7 @@ def _finish(func, dsp: bool, stride, pads, bp: int):
 UNROLL_MAX = 8  # window and input-channel loops this short are unrolled (a 3x3 window, an RGB input)
 
 
-def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_block: int = 4):
+def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_block: int = 8):
     """kernels.conv2d (padded, depthwise, or input channels not a multiple of 4): accumulators for a block
     of output channels in registers, window loops outside them and unrolled, so the padding test runs once
     per window position and block rather than once per multiply-accumulate."""
@@ -158,7 +158,7 @@ def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_
             sch.compute_inline(blk)
     rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
     b, i, j, c = sch.get_loops(rq)
-    bc = _block(int(sch.get(c).extent), (channels_block, 2))
+    bc = _block(int(sch.get(c).extent), (channels_block, 4, 2))
     co, ci = sch.split(c, [None, bc])
     sch.compute_at(acc, co, preserve_unit_loops=True)
     own = sch.get_loops(acc)[4:]  # under b, i, j, co: its own b, i, j, c (extent bc), then the window (and input channels)
