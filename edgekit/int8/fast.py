@@ -68,13 +68,14 @@ def conv2d(x, w, bias, mult, shift, *, stride, zp_out: int, act, right_only: boo
 
 def requant(acc, bias, mult, shift, c, zp_out: int, act, per_channel: bool, right_only: bool,
             small_sum: bool = False):
-    """kernels._requant, its right-shift form through the micro-kernel ek_requant_right (same arithmetic).
+    """kernels._requant, its right-shift form through the micro-kernel ek_requant_right (same arithmetic),
+    `shift` then holding per channel the right shift and its rounding half ([2, C], precomputed offline).
     small_sum: |acc + bias| < 2^30 for every output (the importer's bound), which allows a cheaper multiply."""
     if not right_only:
         return _requant(acc, bias, mult, shift, c, zp_out, act, per_channel)
-    m, s = (mult[c], shift[c]) if per_channel else (mult[0], shift[0])
+    k = c if per_channel else 0
     fn = "ek_requant_right_small" if small_sum else "ek_requant_right"
-    return tirx.call_pure_extern(I32, fn, acc + bias[c], m, -s, zp_out, *act).astype("int8")
+    return tirx.call_pure_extern(I32, fn, acc + bias[c], mult[k], shift[0, k], shift[1, k], zp_out, *act).astype("int8")
 
 
 def direct_conv2d(*args, small_sum: bool = False, **kw):

@@ -59,22 +59,23 @@ static inline int32_t ek_clamp(int32_t q, int32_t lo, int32_t hi) {
 
 /* TFLite's MultiplyByQuantizedMultiplier for a right shift (shift = -right <= -1), as fixedpoint.mbqm_right:
  * the high product h = floor((x * mult + 2^30) / 2^31), then h / 2^right rounded half away from zero
- * (h < 0 exactly when x * mult + 2^30 < 0); plus zp, clamped. One 32x32->64 multiply (TVM's C widened the
- * int32 sum first and multiplied in 64x64 bits). */
-static inline int32_t ek_requant_right(int32_t x, int32_t mult, int32_t right, int32_t zp, int32_t lo, int32_t hi) {
+ * (half = 2^(right - 1), precomputed; h < 0 exactly when x * mult + 2^30 < 0); plus zp, clamped. One
+ * 32x32->64 multiply (TVM's C widened the int32 sum first and multiplied in 64x64 bits). */
+static inline int32_t ek_requant_right(int32_t x, int32_t mult, int32_t right, int32_t half, int32_t zp, int32_t lo,
+                                       int32_t hi) {
   int32_t h = (int32_t)(((int64_t)x * mult + (1 << 30)) >> 31);
-  return ek_clamp(((h + ((1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
+  return ek_clamp(((h + half - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
 }
 
 /* The same for |x| < 2^30 (the importer bounds it per channel from the weights and bias): then
  * floor((2x * mult + 2^31) / 2^32) = h, one SMMULR on cores with the DSP extension. */
-static inline int32_t ek_requant_right_small(int32_t x, int32_t mult, int32_t right, int32_t zp, int32_t lo,
-                                             int32_t hi) {
+static inline int32_t ek_requant_right_small(int32_t x, int32_t mult, int32_t right, int32_t half, int32_t zp,
+                                             int32_t lo, int32_t hi) {
 #if defined(EK_DSP)
   int32_t h;
   __asm__("smmulr %0, %1, %2" : "=r"(h) : "r"(x * 2), "r"(mult));
-  return ek_clamp(((h + ((1 << right) >> 1) - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
+  return ek_clamp(((h + half - (int32_t)((uint32_t)h >> 31)) >> right) + zp, lo, hi);
 #else
-  return ek_requant_right(x, mult, right, zp, lo, hi);
+  return ek_requant_right(x, mult, right, half, zp, lo, hi);
 #endif
 }

@@ -229,12 +229,15 @@ class Importer:
         wabs = np.abs(w.data.astype(np.int64))
         bound = 128 * (wabs.sum(axis=(0, 1, 2)) if depthwise else wabs.reshape(cout, -1).sum(axis=1)) + np.abs(bias)
         micro_kw = {"small_sum": bool((bound < 1 << 30).all())} if self.micro else {}
+        right_only = bool((shift <= -1).all())
+        if self.micro and right_only:  # the micro-kernel takes the right shift and its rounding half
+            shift = np.stack([-shift, (1 << -shift) >> 1]).astype(np.int32)
         if self.micro and not depthwise and not any((top, left, bottom, right)) and dil == (1, 1) \
                 and fast.dot_step(x.shape[3]):
             return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro, (o.StrideH(), o.StrideW())), [
                 self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
                 self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
-                act=act_range(o.FusedActivationFunction(), out), right_only=bool((shift <= -1).all()), **micro_kw)
+                act=act_range(o.FusedActivationFunction(), out), right_only=right_only, **micro_kw)
         fn = fast.direct_conv2d if self.micro else K.conv2d
         sched = fast.schedule(self.micro, (o.StrideH(), o.StrideW()), (top, left, bottom, right), direct=True) \
             if self.micro else None
@@ -244,7 +247,7 @@ class Importer:
                     "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
                     dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
                     act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
-                    right_only=bool((shift <= -1).all()), **micro_kw)
+                    right_only=right_only, **micro_kw)
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]
