@@ -48,3 +48,4 @@ bench: deps
 	$(PY) benchmarks/kernels_llvm_vs_c.py
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/mlperf_vww.py
+	$(PY) benchmarks/int8_cortexm.py

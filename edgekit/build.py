@@ -147,7 +147,8 @@ def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_b
     onnx_model, _ = tf2onnx.convert.from_tflite(str(tfl), opset=13)
     onnx.save(onnx_model, str(d / "model.onnx"))
     stage("import int8 TFLite")
-    mod, inp, out = tflite.to_relax(tfl)
+    micro = ("dsp" if "dsp" in board.data.get("features", []) else "portable") if board.kind == "mcu" else None
+    mod, inp, out = tflite.to_relax(tfl, micro)
     ops, _, _ = tflite.read(tfl)
     about = _describe(cfg, None, None) if model is None else \
         {"arch": "custom", "alpha": None, "resolution": list(inp.shape[1:3]), "classes": None,

@@ -57,10 +57,10 @@ def reference(path: Path, xs: np.ndarray) -> np.ndarray:
 class HostModel:
     """edgekit's generated C for a TFLite file, compiled into a shared library and run through ctypes."""
 
-    def __init__(self, tflite: Path, out_dir: Path, name: str = "m"):
+    def __init__(self, tflite: Path, out_dir: Path, name: str = "m", micro: str | None = None):
         from edgekit.codegen import generate
         from edgekit.int8.tflite import to_relax
-        mod, self.inp, self.out = to_relax(tflite)
+        mod, self.inp, self.out = to_relax(tflite, micro)
         self.dir, self.name = Path(out_dir), name
         self.info = generate(mod, self.dir, name)
         lib = self.dir / f"lib{name}.so"

@@ -1,4 +1,5 @@
 """Int8: edgekit's integer kernels against TFLite's reference interpreter, every output byte, per operator."""
+import ctypes
 import re
 
 import numpy as np
@@ -38,6 +39,12 @@ def _models():
         "mean": (seq((5, 6, 7), L.Conv2D(9, 3, padding="same"), L.GlobalAveragePooling2D()), (5, 6, 7)),
         "mean_keepdims": (seq((4, 4, 5), L.Conv2D(6, 1), L.GlobalAveragePooling2D(keepdims=True)), (4, 4, 5)),
         "dense_softmax": (seq((3, 3, 4), L.Flatten(), L.Dense(11), L.Softmax()), (3, 3, 4)),
+        # 1x1 over 8 channels (8-wide micro-kernel), odd width and stride 2 (no pixel blocks)
+        "pointwise_odd_width": (seq((5, 7, 8), L.Conv2D(6, 1, activation="relu"), L.Conv2D(10, 1, strides=2)),
+                                (5, 7, 8)),
+        # a 1x1 expansion whose input dies there: the MCU form writes its output over its input
+        "pointwise_expand": (seq((6, 8, 3), L.Conv2D(8, 3, padding="same"), L.Conv2D(16, 1), L.Conv2D(4, 1)),
+                             (6, 8, 3)),
         "pad": (seq((5, 4, 3), L.Conv2D(5, 1, activation="relu"), L.ZeroPadding2D(((1, 2), (2, 0)))), (5, 4, 3)),
         # float in and out: QUANTIZE and DEQUANTIZE at the edges
         "float_io": (seq((6, 6, 2), L.Conv2D(3, 3, strides=2, padding="same"), L.Flatten(),
@@ -81,6 +88,31 @@ def test_operator_bit_exact_with_tflite_reference(built, name):
     rows = ref.reshape(len(ref), -1)
     assert len(np.unique(rows)) > 3 and len(np.unique(rows, axis=0)) > len(rows) // 2, "inputs too weak"
     np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_microcontroller_kernels_bit_exact(built, name, tmp_path):
+    """The MCU forms (fast.py: micro-kernel convolutions and requantization, blocked schedules), portable C."""
+    path, model = built[name]
+    micro = HostModel(path, tmp_path / "micro", micro="portable")
+    xs = _inputs(path, model.inp.shape[1:])
+    np.testing.assert_array_equal(micro(xs), reference(path, xs))
+
+
+def test_inplace_kernels_go_below_the_per_layer_bound(built, tmp_path):
+    """In-place kernels (output over input) stay bit-exact, the input in its arena slot included."""
+    path, _ = built["pointwise_expand"]
+    m = HostModel(path, tmp_path / "micro", micro="portable")
+    assert m.info["arena_bytes"] < m.info["arena_lower_bound"]
+    slot = m.lib.edgekit_m_input
+    slot.restype = ctypes.c_void_p
+    xs, outs = _inputs(path, m.inp.shape[1:]), []
+    for x in xs:
+        ctypes.memmove(slot(), np.ascontiguousarray(x).ctypes.data, x.nbytes)
+        y = np.zeros(m.out.shape, m.out.dtype)
+        assert m.lib.edgekit_m_run(ctypes.c_void_p(slot()), y.ctypes.data_as(ctypes.c_void_p)) == 0
+        outs.append(y[0])
+    np.testing.assert_array_equal(np.stack(outs), reference(path, xs))
 
 
 def _functions(c_source: str) -> dict:

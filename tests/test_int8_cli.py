@@ -68,3 +68,17 @@ def test_npy_of_the_wrong_dtype_is_a_usage_error(v1_int8, tmp_path):
     np.save(tmp_path / "f.npy", np.zeros(m["input"]["shape"][1:], np.float32))
     r = run_edgekit("validate", build, "--npy", tmp_path / "f.npy")
     assert r.returncode == 2 and "int8" in r.stderr and "Traceback" not in r.stderr
+
+
+@needs_qemu
+@pytest.mark.parametrize("target", ["mps2-an385", "mps2-an500"])
+def test_int8_tflite_model_on_other_cortex_m_cores(v1_int8, target, tmp_path):
+    """The same int8 model on the Cortex-M3 (portable micro-kernels, no FPU) and the Cortex-M7 (DSP), bit-exact."""
+    build, m, _ = v1_int8
+    xs = _smooth_int8(m["input"]["shape"][1:], 2)
+    np.save(tmp_path / "in.npy", xs)
+    r = run_edgekit("build", "--target", target, "--model", build / "model.tflite", "--out", tmp_path / "b", "--json")
+    assert r.returncode == 0, r.stderr
+    r = run_edgekit("validate", tmp_path / "b", "--npy", tmp_path / "in.npy", "--outputs", tmp_path / "out.npy")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), reference(build / "model.tflite", xs))

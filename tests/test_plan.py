@@ -53,3 +53,30 @@ def test_short_lived_input_not_stranded():
 def test_empty():
     p = plan([])
     assert p.arena_bytes == p.lower_bound == 0 and p.offsets == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(buffers(), st.sampled_from([1, 16]), st.data())
+def test_declared_overlaps_only(bufs, align, data):
+    """An allowed overlap (low may start gap bytes or more below high) is the only sharing of live memory."""
+    pairs = [(i, j) for i in range(len(bufs)) for j in range(len(bufs)) if bufs[j].last == bufs[i].first and i != j]
+    overlaps = [(i, j, data.draw(st.integers(0, 6000))) for i, j in pairs[:3]]
+    p = plan(bufs, align, overlaps)
+    allowed = {(lo, hi): gap for lo, hi, gap in overlaps}
+    for i, a in enumerate(bufs):
+        assert p.offsets[i] % align == 0 and p.offsets[i] + a.size <= p.arena_bytes
+        for j in range(len(bufs)):
+            b = bufs[j]
+            if j == i or not (a.size and b.size and a.first <= b.last and b.first <= a.last):
+                continue
+            if p.offsets[i] + a.size <= p.offsets[j] or p.offsets[j] + b.size <= p.offsets[i]:
+                continue
+            assert (i, j) in allowed and p.offsets[j] - p.offsets[i] >= allowed[(i, j)] or \
+                (j, i) in allowed and p.offsets[i] - p.offsets[j] >= allowed[(j, i)]
+
+
+def test_inplace_expansion_shares_its_input():
+    # x (1000 B) dies where y (2000 B) is born; y may start 1200 B below x: 2200 B instead of 3000
+    bufs = [Buffer(1000, 0, 1), Buffer(2000, 1, 2)]
+    p = plan(bufs, 16, overlaps=[(1, 0, 1200)])
+    assert p.lower_bound == 3000 and p.arena_bytes == 2208

@@ -30,6 +30,26 @@ def _buffers(prog):
     return bufs, keys
 
 
+def inplace_pairs(prog) -> list:
+    """(step, input, output, gap) for each call whose kernel may write its output over its first input
+    (Kernel.inplace_gap) where both are in the arena (the input's slot is consumed like any activation) and
+    the input dies at the step the output is born."""
+    first, last = {}, {}
+    for i, c in enumerate(prog.calls):
+        for a in c.args:
+            r = prog.root(a)
+            first.setdefault(r, i)
+            last[r] = i
+    pairs = []
+    for i, c in enumerate(prog.calls):
+        gap = prog.kernels[c.kernel].inplace_gap
+        src, dst = prog.root(c.args[0]), prog.root(c.args[-1])
+        if gap is not None and prog.tensors[src].kind in ("act", "input") and prog.tensors[dst].kind == "act" \
+                and last[src] == i and first[dst] == i:
+            pairs.append((i, src, dst, gap))
+    return pairs
+
+
 def _plan_record(prog, keys, bufs, p) -> dict:
     """The arena plan and each layer's work, for `edgekit report` (which reads build directories only)."""
     from tvm.s_tir.analysis import estimate_tir_flops
@@ -58,7 +78,9 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
     target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
     prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads)
     bufs, keys = _buffers(prog)
-    p = plan(bufs, align=emit.ALIGN)
+    index = {k: n for n, k in enumerate(keys)}
+    overlaps = [(index[dst], index[src], gap) for _, src, dst, gap in inplace_pairs(prog)]
+    p = plan(bufs, align=emit.ALIGN, **({"overlaps": overlaps} if overlaps else {}))
     offsets = {k: o for k, o in zip(keys, p.offsets) if isinstance(k, str)}
     ws = {k[1]: (o, b.size) for k, o, b in zip(keys, p.offsets, bufs) if not isinstance(k, str)}
     verify(prog, offsets, ws, p.arena_bytes, emit.ALIGN)  # raises before any file is written

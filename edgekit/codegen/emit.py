@@ -253,7 +253,9 @@ def model_c(name: str, prog, offsets: dict, ws: dict, arena_bytes: int) -> str:
 
 def kernels_c(name: str, prog) -> str:
     p = f"edgekit_{name}"
-    return KERNELS_PRE + "\n".join(rename_backend(k.source, p) for k in prog.kernels.values())
+    helpers = dict.fromkeys(k.helpers for k in prog.kernels.values() if k.helpers)  # each once, in order
+    return KERNELS_PRE + "".join(h + "\n" for h in helpers) + "\n".join(rename_backend(k.source, p)
+                                                                       for k in prog.kernels.values())
 
 
 def runtime_h(name: str, prog, threads: bool = False) -> str:

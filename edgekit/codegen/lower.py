@@ -29,6 +29,9 @@ class Kernel:
     allocs: list = field(default_factory=list)
     parallel_extent: int = 0      # > 0: one loop of that many iterations may be split across threads (PARALLEL)
     func: object = None           # the scheduled PrimFunc (build_llvm builds it again with TVM's LLVM backend)
+    helpers: str = ""             # C source the kernel calls through call_extern (PrimFunc attr edgekit.c_helpers)
+    inplace_gap: int | None = None  # its output may overlap its first input from this many bytes below it on
+                                  # (PrimFunc attr edgekit.inplace_gap: the kernel reads each input byte first)
 
 
 @dataclass
@@ -226,8 +229,10 @@ def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
         split = chunk_parallel_loop(body, symbol, *parallel)
         if split is not None:
             body, extent = split, parallel[1]
+    helpers = str(func.attrs["edgekit.c_helpers"]) if "edgekit.c_helpers" in func.attrs else ""
+    gap = int(func.attrs["edgekit.inplace_gap"]) if "edgekit.inplace_gap" in func.attrs else None
     return Kernel(symbol, body.strip() + "\n", sum(-(-a // WS_ALIGN) * WS_ALIGN for a in allocs), allocs, extent,
-                  func)
+                  func, helpers, gap)
 
 
 def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: bool = False) -> Program:

@@ -52,11 +52,21 @@ def verify(prog, offsets: dict, workspaces: dict, arena_bytes: int, align: int) 
             continue  # a program whose input the caller keeps outside the arena
         if off is None or off % align or off < 0 or off + size > arena_bytes:
             _fail(f"'{n}' ({size} B) has no place inside the {arena_bytes} B arena (offset {off}, alignment {align})")
+    # an in-place kernel's output may overlap its input, at the one step both live, from its gap below on
+    inplace = {}
+    for i, c in enumerate(prog.calls):
+        gap = prog.kernels[c.kernel].inplace_gap
+        src, dst = root(c.args[0]), root(c.args[-1])
+        if gap is not None and last.get(src) == i and first.get(dst) == i:
+            inplace[frozenset((src, dst))] = (dst, src, gap)
     placed = sorted((s for s in spans if s[3] is not None), key=lambda s: (s[3], s[0]))
     for k, (n, lo, hi, off, size) in enumerate(placed):
         for m, lo2, hi2, off2, size2 in placed[k + 1:]:
             if off2 >= off + size:
                 break
+            dst, src, gap = inplace.get(frozenset((n, m)), (None, None, None))
+            if dst is not None and offsets[src] - offsets[dst] >= gap:
+                continue
             if lo <= hi2 and lo2 <= hi:
                 _fail(f"'{n}' and '{m}' overlap in the arena ([{off}, {off + size}) and [{off2}, {off2 + size2})) "
                       f"while both are live (steps {max(lo, lo2)}-{min(hi, hi2)})")

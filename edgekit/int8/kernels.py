@@ -34,9 +34,10 @@ def _padded(x, pads, value: int):
 
 
 def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_out: int, act, depthwise: bool,
-           right_only: bool = False):
+           right_only: bool = False, requant=_requant):
     """CONV_2D (w [O, KH, KW, I]) or DEPTHWISE_CONV_2D (w [1, KH, KW, I * M]); bias, mult, shift per output
-    channel (int32). reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel."""
+    channel (int32). reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel. requant: _requant or
+    an equivalent (fast.requant)."""
     xp = _padded(x, pads, zp_in)
     n, hp, wp, cin = (int(d) for d in xp.shape)
     o, kh, kw = (int(d) for d in w.shape[:3])
@@ -55,8 +56,8 @@ def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_ou
             xp[b, i * sh + ry * dh, j * sw + rx * dw, rc].astype(I32) * w[c, ry, rx, rc].astype(I32),
             axis=[ry, rx, rc]), name="acc")
     pc = int(mult.shape[0]) > 1
-    return te.compute(acc.shape, lambda b, i, j, c: _requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
-                                                             right_only), name="requant")
+    return te.compute(acc.shape, lambda b, i, j, c: requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,
+                                                            right_only), name="requant")
 
 
 def fully_connected(x, w, bias, mult, shift, *, zp_out: int, act):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from . import kernels as K
+from . import fast, kernels as K
 from .fixedpoint import quantize_multiplier, round_away
 
 SUPPORTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "MEAN",
@@ -167,9 +167,9 @@ def mean_multiplier(n: int, scale_in: float, scale_out: float) -> tuple[int, int
 
 
 class Importer:
-    def __init__(self, bb):
+    def __init__(self, bb, micro: str | None = None):
         from tvm import relax
-        self.bb, self.relax, self.env = bb, relax, {}
+        self.bb, self.relax, self.env, self.micro = bb, relax, {}, micro
 
     def const(self, arr):
         return self.relax.const(np.ascontiguousarray(arr))
@@ -180,6 +180,18 @@ class Importer:
 
     def emit(self, fn, args, out: T, name: str, **kw):
         v = self.bb.emit_te(fn, *args, primfunc_name_hint=name, name_hint=f"t{out.index}", **kw)
+        self.env[out.index] = v
+        return v
+
+    def emit_scheduled(self, fn, schedule, args, out: T, name: str, **kw):
+        """emit, with fn's PrimFunc scheduled here (by `schedule`) rather than by codegen's generic one."""
+        from tvm import te
+        ts = [te.placeholder(tuple(int(d) for d in a.ty.shape.values), str(a.ty.dtype), f"in{i}")
+              for i, a in enumerate(args)]
+        y = fn(*ts, **kw)
+        gv = self.bb.add_func(schedule(te.create_prim_func([*ts, y])), name)
+        v = self.bb.emit(self.relax.call_tir(gv, args, self.relax.TensorType(out.shape, out.dtype)),
+                         name_hint=f"t{out.index}")
         self.env[out.index] = v
         return v
 
@@ -213,12 +225,29 @@ class Importer:
         ws = np.broadcast_to(w.scale, (cout,))
         # PopulateConvolutionQuantizationParams: double(input) * double(filter[c]) / double(output)
         mult, shift = _multipliers([float(x.s) * float(s) / float(out.s) for s in ws])
-        return self.emit(K.conv2d, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
-                                    self.const(mult), self.const(shift)], out,
-                         "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
-                         dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
-                         act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
-                         right_only=bool((shift <= -1).all()))
+        # |acc + bias| <= 128 sum|w| + |bias| per channel (int8 inputs)
+        wabs = np.abs(w.data.astype(np.int64))
+        bound = 128 * (wabs.sum(axis=(0, 1, 2)) if depthwise else wabs.reshape(cout, -1).sum(axis=1)) + np.abs(bias)
+        micro_kw = {"small_sum": bool((bound < 1 << 30).all())} if self.micro else {}
+        right_only = bool((shift <= -1).all())
+        if self.micro and right_only:  # the micro-kernel takes the right shift and its rounding half
+            shift = np.stack([-shift, (1 << -shift) >> 1]).astype(np.int32)
+        if self.micro and not depthwise and not any((top, left, bottom, right)) and dil == (1, 1) \
+                and fast.dot_step(x.shape[3]):
+            return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro, (o.StrideH(), o.StrideW())), [
+                self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
+                self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
+                act=act_range(o.FusedActivationFunction(), out), right_only=right_only, **micro_kw)
+        fn = fast.direct_conv2d if self.micro else K.conv2d
+        sched = fast.schedule(self.micro, (o.StrideH(), o.StrideW()), (top, left, bottom, right), direct=True) \
+            if self.micro else None
+        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, sched, *a, **kw)) if self.micro else self.emit
+        return emit(fn, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
+                         self.const(mult), self.const(shift)], out,
+                    "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
+                    dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
+                    act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
+                    right_only=right_only, **micro_kw)
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]
@@ -332,15 +361,17 @@ class Importer:
                 getattr(self, op.name.lower())(op)
 
 
-def to_relax(path: Path):
-    """(IRModule with main(input) -> output, graph input T, graph output T)."""
+def to_relax(path: Path, micro: str | None = None):
+    """(IRModule with main(input) -> output, graph input T, graph output T).
+    micro: "dsp" or "portable": convolutions over edgekit's C micro-kernels (fast.py), for microcontrollers;
+    None: TE computes only, scheduled by codegen."""
     from tvm import relax
     ops, inp, out = read(path)
     if len(inp.shape) == 0 or inp.shape[0] != 1:
         raise UsageError(f"model input shape {inp.shape}: edgekit runs batch-1 models")
     bb = relax.BlockBuilder()
     x = relax.Var("input", relax.TensorType(inp.shape, inp.dtype))
-    imp = Importer(bb)
+    imp = Importer(bb, micro)
     imp.env[inp.index] = x
     with bb.function("main", [x]):
         with bb.dataflow():

@@ -21,8 +21,10 @@ __attribute__((section(".isr_vector"), used)) void (*const ek_vectors[16 + EK_NU
   [16 ... 16 + EK_NUM_IRQS - 1] = ek_port_irq};
 
 void ek_reset(void) {
+#if defined(__ARM_FP) /* a core without an FPU (Cortex-M3) has no CPACR */
   SCB_CPACR |= 0xFu << 20; /* CP10/CP11 full access: the FPU must be on before any float instruction */
   __asm volatile("dsb\n isb");
+#endif
   SCB_VTOR = (uint32_t)ek_vectors;
   memcpy(&_sdata, &_sidata, (size_t)((char *)&_edata - (char *)&_sdata));
   memset(&_sbss, 0, (size_t)((char *)&_ebss - (char *)&_sbss));
