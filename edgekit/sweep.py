@@ -125,9 +125,9 @@ def write(out: Path, result: dict) -> dict:
             plots.pareto([{**p, "ram_kib": p["ram_bytes"] / 1024 if p.get("ram_bytes") else None} for p in points],
                          "ram_kib", "RAM (KiB)", out / f"accuracy_ram{tag}.png")]
     md = [f"# MobileNet {result['arch']} ({result['quantize']}) on {result['target']}: alpha x resolution", "",
-          f"Trained on {result['dataset']} for {result['epochs']} epochs; accuracy measured on the device "
-          f"({label}).", "",
-          "| alpha | resolution | MACs | params | top-1 (device) | top-1 (host) | agreement | " + unit + " | RAM | flash | weights | fits |",
+          f"Trained on {result['dataset']} for {result['epochs']} epochs. top-1 (device): on the board over the "
+          f"labelled test images sent (agreement: with the host reference on the same images); {label}.", "",
+          "| alpha | resolution | MACs | params | top-1 (device) | top-1 (Keras, float, all test images) | agreement | " + unit + " | RAM | flash | weights | fits |",
           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for p in points:
         def f(k, fmt="{:,}"):
