@@ -49,14 +49,14 @@ def train(cfg, dataset: str | Path, epochs: int = 3, out: Path = Path("model.ker
             "test_accuracy": float(acc)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.with_name(f".{out.stem}.tmp.keras")  # Keras saves only to a name ending .keras
     try:  # whole or not at all, like a build directory
-        model.save(tmp.with_suffix(".keras"))
-        with zipfile.ZipFile(tmp.with_suffix(".keras"), "a") as z:
+        model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as z:
             z.writestr(META, json.dumps(meta, indent=2))
-        tmp.with_suffix(".keras").replace(out)
+        tmp.replace(out)
     finally:
-        tmp.with_suffix(".keras").unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return {**meta, "model": str(out)}
 
 
