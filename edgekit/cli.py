@@ -214,7 +214,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
         json_out: bool = JSON):
     """Build, flash (or emulate), validate and bench in one go."""
     from . import board as boards
-    from . import report, validate as v
+    from . import validate as v
     from . import target as targets
     from .build import build as run_build
     if inputs < 1 or runs < 1:
@@ -228,18 +228,13 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
                              calibration=calibration)
         build_dir = Path(manifest["build_dir"])
         status.update("start the board" + (" emulator" if not (port or host) else ""))
-        with boards.connect(build_dir, port, host, threads=threads) as (_, dev, source):
-            status.update(f"validate against {_ref(manifest)}")
-            val = {**v.run(dev, build_dir, v.make_inputs(_input_spec(manifest), inputs), manifest), "source": source}
-            status.update("bench")
-            lat = report.latency(dev, manifest, board, source, runs)
+        val, lat = v.on_board(build_dir, v.make_inputs(_input_spec(manifest), inputs), runs=runs, port=port,
+                              host=host, threads=threads, stage=status.update)
     result = {**manifest, "validation": val, "latency": lat}
-    report.record(build_dir, "validation", val)
-    report.record(build_dir, "bench", lat)
     _warn(val)
     _show(result, json_out, lambda c, r: (_print_manifest(c, r), _print_validation(c, r), _print_latency(c, r)))
     if not val["passed"]:
-        raise WorkError(f"validation failed on {target} ({source}): outputs differ from {_ref(manifest)}")
+        raise WorkError(f"validation failed on {target} ({val['source']}): outputs differ from {_ref(manifest)}")
 
 
 @app.command("report")

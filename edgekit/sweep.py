@@ -34,7 +34,7 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
           limit: int, train_limit: int | None, quantize: str | None = None, runs: int = 3,
           stage: Callable[[str], None] = lambda s: None) -> dict:
     """One alpha x resolution point (int8 with quantize="int8"), from its cached result if it has one."""
-    from . import board as boards, report, target as targets, validate as v
+    from . import validate as v
     from .build import build
     from .models import ModelConfig
     from .train import metadata, train
@@ -69,17 +69,12 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
     if result["fits"]:
         build_dir = Path(result["build"])
         x, y, classes = v.dataset_inputs(manifest, dataset, limit)
-        stage(f"{label}: accuracy on {target} over {len(y)} images")
-        board = targets.get(target)
-        with boards.connect(build_dir) as (manifest, dev, source):
-            val = v.run(dev, build_dir, x, manifest, labels=y, classes=classes)
-            lat = report.latency(dev, manifest, board, source, runs)
-        report.record(build_dir, "validation", val)
-        report.record(build_dir, "bench", lat)
+        val, lat = v.on_board(build_dir, x, y, classes, runs,
+                              stage=lambda s: stage(f"{label}: {s} on {target} over {len(y)} images"))
         acc = val["accuracy"]
         result.update(accuracy=acc["device_top1"], reference_top1=acc["reference_top1"], agreement=acc["agreement"],
                       images=acc["images"], latency_unit=lat["unit"], latency=lat[lat["unit"]], latency_ms=lat["ms"],
-                      latency_source=source)
+                      latency_source=val["source"])
     else:
         result["accuracy"] = result["host_top1"]  # no device figure: the model's own held-out accuracy, greyed out
     done.parent.mkdir(parents=True, exist_ok=True)

@@ -139,6 +139,22 @@ def run(dev, build_dir: Path, inputs: np.ndarray, manifest: dict | None = None, 
     return result
 
 
+
+def on_board(build_dir: Path, inputs: np.ndarray, labels: np.ndarray | None = None, classes: list | None = None,
+             runs: int = 3, port: str | None = None, host: str | None = None, threads: int | None = None,
+             stage=lambda s: None) -> tuple[dict, dict]:
+    """Validate and bench in one session with the build's board (its emulator without port or host), keeping both
+    results in the build directory for `edgekit report`: (validation, latency)."""
+    from . import board as boards, report, target as targets
+    with boards.connect(build_dir, port, host, threads=threads) as (manifest, dev, source):
+        stage("validate")
+        val = {**run(dev, build_dir, inputs, manifest, labels=labels, classes=classes), "source": source}
+        stage("bench")
+        lat = report.latency(dev, manifest, targets.get(manifest["target"]), source, runs)
+    report.record(build_dir, "validation", val)
+    report.record(build_dir, "bench", lat)
+    return val, lat
+
 def accuracy(got: np.ndarray, ref: np.ndarray, labels: np.ndarray, classes: list | None = None) -> dict:
     """Top-1 of the board and of the reference, their agreement, and the board's confusion matrix
     (rows: true class, columns: predicted)."""
