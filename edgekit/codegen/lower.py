@@ -190,6 +190,21 @@ def chunk_parallel_loop(body: str, symbol: str, var: str, extent: int) -> str | 
 
 
 _WS = re.compile(r"TVMBackendAllocWorkspace\([^,]+,[^,]+,\s*\(uint64_t\)(\d+)ULL")
+_WS_ALLOC = re.compile(r"(\w+)\* (\w+) = \(\(\w+\*\)\(\(\w+\*\)TVMBackendAllocWorkspace\(\d+, dev_id, \(uint64_t\)(\d+)ULL, "
+                       r"\d+, \d+\)\)\);\s*if \(\2 == NULL\) \{\s*return -1;\s*\}")
+
+
+def stack_tiles(body: str, limit: int) -> str:
+    """Each workspace of at most `limit` bytes as a C array on the stack. TVM allocates buffers of over 1 KB
+    through TVMBackendAllocWorkspace even in "local" scope; the tuned kernels' tiles (accumulators, a padded
+    patch of input) are a few KB, allocated inside the loop they serve: on the stack they cost nothing, and
+    the loop can be split across threads (arena workspaces cannot)."""
+    small = {m[2]: m for m in _WS_ALLOC.finditer(body) if int(m[3]) <= limit}
+    for name, m in small.items():
+        body = body.replace(m[0], f"{m[1]} {name}[({m[3]} + sizeof({m[1]}) - 1) / sizeof({m[1]})] "
+                                  "__attribute__((aligned(64)));")
+        body = re.sub(rf"if \(TVMBackendFreeWorkspace\(\d+, dev_id, {name}\) != 0\) \{{\s*return -1;\s*\}}", "", body)
+    return body
 
 
 _C_INTRINSICS = []
@@ -209,9 +224,10 @@ def _register_c_intrinsics() -> None:
     _C_INTRINSICS.append("tirx.fabs")
 
 
-def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
+def build_kernel(func, symbol: str, target=None, parallel=None, stack_bytes: int = 0) -> Kernel:
     """C source of one PrimFunc, stripped of includes and TVM's library boilerplate.
-    parallel: (loop var name, extent) of a loop marked PARALLEL in func, to be split across threads."""
+    parallel: (loop var name, extent) of a loop marked PARALLEL in func, to be split across threads.
+    stack_bytes: workspaces up to this size become stack arrays (stack_tiles)."""
     import tvm
     _register_c_intrinsics()
     func = func.with_attr("global_symbol", symbol)
@@ -221,6 +237,8 @@ def build_kernel(func, symbol: str, target=None, parallel=None) -> Kernel:
     body = src[src.index("#ifdef __cplusplus"):src.index("// CodegenC: NOTE: Auto-generated entry function")]
     body = body.replace("__tvm_ffi_" + symbol, symbol)
     body = re.sub(r"\binff\b", "INFINITY", body)  # TVM's C printer spells float infinity inff: not C (math.h has it)
+    if stack_bytes:
+        body = stack_tiles(body, stack_bytes)
     allocs = [int(m) for m in _WS.findall(body)]
     if len(allocs) != body.count("TVMBackendAllocWorkspace("):
         raise NotImplementedError(f"edgekit codegen: {symbol} allocates a workspace of non-constant size")

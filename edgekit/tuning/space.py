@@ -1,0 +1,98 @@
+"""The search space: one schedule template for every kernel built around one reduction (convolutions of any
+kind, matmuls, pools), written so that gcc or clang vectorizes and keeps the accumulators in registers.
+Its free choices (tile sizes, which loops unroll) are MetaSchedule sampling instructions, so the search
+mutates them and the database stores them as a trace. Kernels without a reduction keep codegen's schedule."""
+from __future__ import annotations
+
+MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
+MAX_REGISTER_TILE = 8  # the other register-tile axes (unrolled): their product times the inner tile is the
+                       # accumulator count, which must stay near the register file
+
+
+def reduction_block(sch):
+    """The one reduction block of a fused kernel, or None (no reduction, or several: softmax, layer norm)."""
+    from ..codegen.lower import _is_reduction, _reduces_one_element
+    root = sch.get_sblock("root")
+    found = [b for b in sch.get_child_blocks(root) if _is_reduction(sch, b)]
+    if len(found) != 1 or _reduces_one_element(sch, found[0]):
+        return None
+    return found[0]
+
+
+def tunable(func) -> bool:
+    from tvm import s_tir
+    return reduction_block(s_tir.Schedule(func)) is not None
+
+
+def schedule(sch, tiles: list | None = None) -> None:
+    """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
+    then the inner tile (the register tile: its accumulators live across the reduction); compute the
+    epilogue (bias, activation, padding of the next layer) per outer tile, while the tile is in cache.
+    The outermost spatial loops are fused and marked parallel (codegen splits them across threads)."""
+    from ..codegen.lower import _is_reduction
+    root = sch.get_sblock("root")
+    outs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+    red = reduction_block(sch)
+    pads, feeds = [], {sch.get(b).name_hint for b in sch.get_producers(red)}
+    for b in sch.get_child_blocks(root):  # bias, activation: computed in place
+        if sch.get(b).name_hint in outs or _is_reduction(sch, b):
+            continue
+        if _is_padding(sch.get(b)) and sch.get(b).name_hint in feeds:  # a branch per load would stop vectorizing:
+            pads.append(b)                                         # padded per tile instead, below
+            continue
+        try:
+            sch.compute_inline(b)
+        except Exception:  # noqa: BLE001 (TVM's own error types: the block stays)
+            pass
+    block = sch.get(red)
+    loops = sch.get_loops(red)
+    kinds = [iv.iter_type for iv in block.iter_vars]
+    spatial = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) > 1]
+    reduce = [lp for lp, k in zip(loops, kinds) if k != 0]
+    unit = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) == 1]
+    if len(spatial) >= 2 and _pointwise(sch, red, reduce):  # (h, w) is one contiguous axis: one long inner loop
+        spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
+    outer, inner = [], []
+    for i, lp in enumerate(spatial):
+        last = i == len(spatial) - 1
+        o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE,
+                                       decision=tiles[i] if tiles else None)
+        lo, li = sch.split(lp, [o, n])
+        outer.append(lo)
+        inner.append(li)
+    sch.reorder(*unit, *outer, *reduce, *inner)
+    for li in inner[:-1]:
+        sch.unroll(li)
+    if outer:
+        for c in sch.get_consumers(red):
+            if sch.get(c).name_hint in outs:
+                try:
+                    sch.reverse_compute_at(c, outer[-1], preserve_unit_loops=False)
+                except Exception:  # noqa: BLE001
+                    pass
+    for b in pads:
+        sch.compute_at(b, outer[-1] if outer else reduce[0], preserve_unit_loops=False)
+        sch.set_scope(b, 0, "local")
+    if sch.get(red).name_hint not in outs:  # the accumulators: a C array on the stack, not an arena workspace
+        sch.set_scope(red, 0, "local")
+    if len(outer) >= 2:  # before decompose_reduction: TVM's parallel check wants the reduction block whole
+        sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
+    # initialise the register tile once, above the reduction loops
+    sch.decompose_reduction(red, reduce[0] if reduce else inner[0])
+
+
+def _pointwise(sch, red, reduce) -> bool:
+    """A 1x1, stride-1 convolution: its input and output maps have the same last two extents and only the
+    first reduction loop (the input channels) has more than one iteration."""
+    block = sch.get(red)
+    src, dst = block.reads[0].source, block.writes[0].source
+    same = len(src.shape) == len(dst.shape) >= 3 and \
+        [int(d) for d in src.shape[-2:]] == [int(d) for d in dst.shape[-2:]]
+    return same and all(int(sch.get(lp).extent) == 1 for lp in reduce[1:])
+
+
+def _is_padding(block) -> bool:
+    """A copy into a larger buffer (zero padding): its loads need a bounds branch."""
+    def shape(region):
+        return [int(d) for d in region.source.shape]
+    return len(block.reads) == 1 and shape(block.writes[0]) != shape(block.reads[0])
