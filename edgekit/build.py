@@ -31,15 +31,50 @@ def _describe(cfg: ModelConfig | None, onnx_model, model: Path | None) -> dict:
 
 def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None, weights: Path | None = None,
           out: Path | None = None, stage: Callable[[str], None] = lambda s: None, quantize: str | None = None,
-          calibration: Path | None = None, check_budget: bool = True, mlperf: str | None = None) -> dict:
+          calibration: Path | None = None, check_budget: bool = True, mlperf: str | None = None,
+          tuning: bool = True, db: Path | None = None) -> dict:
     """Build `cfg` (an edgekit MobileNet) or `model` (a user's file) for `target`; returns the manifest.
     quantize="int8": full-integer post-training quantization first (calibration: NHWC float images, .npy).
     mlperf: an MLPerf Tiny benchmark (vww01, ic01, kws01, ad01): the firmware takes the official runner's raw
     input for it and reports its name (edgekit.mlperf).
-    check_budget=False keeps a build that does not fit the board (its memory report says by how much)."""
-    from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
-
+    check_budget=False keeps a build that does not fit the board (its memory report says by how much).
+    tuning: apply the target's tuning database (`db`, default tuning.database_dir) where it has records."""
     board = targets.get(target)
+    _check_inputs(board, model, weights, quantize, calibration, mlperf)
+    cfg = None if model is not None else (cfg or ModelConfig())
+    out = Path(out) if out else default_dir(target, cfg, model)
+    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
+    new_parent = not out.parent.exists()
+    try:
+        tmp.mkdir(parents=True)
+        mod, manifest = front_end(tmp, board, cfg, model, weights, quantize, calibration, stage)
+        stage(f"compile for {board.name}")
+        if board.kind == "cuda":
+            from .cuda import build_cuda
+            res = build_cuda(mod, board, tmp, name="model", model_hash=manifest["model_sha256"][:16])
+            manifest["artifact"].update(res.pop("artifact"))
+            manifest["cuda"] = res
+        else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
+            tuned = None
+            if tuning:
+                from .tuning import tuned_for
+                tuned = tuned_for(board, db)
+            manifest.update(_build_c(tmp, board, mod, "model", manifest, stage, check_budget, mlperf, tuned))
+        if manifest.get("quantization") == "int8":
+            manifest["artifact"]["tflite"] = "model.tflite"
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:  # an error or Ctrl-C leaves no half-written directory, nor a build/ made just for it
+        shutil.rmtree(tmp, ignore_errors=True)
+        if new_parent and out.parent.exists() and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+    return {**manifest, "build_dir": str(out)}
+
+
+def _check_inputs(board, model, weights, quantize, calibration, mlperf) -> None:
+    from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
     if model is not None and weights is not None:
         raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")
     if model is not None:
@@ -61,27 +96,16 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
             raise UsageError(f"--mlperf {mlperf} is not an MLPerf Tiny benchmark: use one of {', '.join(BENCHMARKS)}")
         if board.kind == "cuda":
             raise UsageError(f"--mlperf builds firmware that speaks to the MLPerf Tiny runner: {board.name} has none")
-    cfg = None if model is not None else (cfg or ModelConfig())
-    out = Path(out) if out else default_dir(target, cfg, model)
-    tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    new_parent = not out.parent.exists()
-    try:
-        tmp.mkdir(parents=True)
-        int8 = quantize == "int8" or (model is not None and Path(model).suffix == ".tflite" and _quantized(model))
-        manifest = (_build_int8(tmp, board, cfg, model, weights, calibration, stage, check_budget, mlperf) if int8
-                    else _build_into(tmp, board, cfg, model, weights, stage, check_budget, mlperf))
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:  # an error or Ctrl-C leaves no half-written directory, nor a build/ made just for it
-        shutil.rmtree(tmp, ignore_errors=True)
-        if new_parent and out.parent.exists() and not any(out.parent.iterdir()):
-            out.parent.rmdir()
-    return {**manifest, "build_dir": str(out)}
 
 
-def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool, mlperf: str | None) -> dict:
+def front_end(d: Path, board, cfg, model, weights, quantize, calibration, stage=lambda s: None):
+    """The model as the Relax module every back end compiles, and the manifest's description of it; writes
+    model.onnx (and model.tflite for int8) into d. `edgekit tune` starts from the same module."""
+    int8 = quantize == "int8" or (model is not None and Path(model).suffix == ".tflite" and _quantized(model))
+    return (_front_int8 if int8 else _front_float)(d, board, cfg, model, weights, calibration, stage)
+
+
+def _front_float(d: Path, board, cfg, model, weights, calibration, stage):
     import onnx
     from . import export
 
@@ -98,17 +122,7 @@ def _build_into(d: Path, board, cfg, model, weights, stage, check_budget: bool, 
                           "dtype": str(onnx.helper.tensor_dtype_to_np_dtype(out.elem_type))}  # ArgMax: int64
     stage("import into TVM Relax")
     from . import compiler
-    mod = compiler.import_onnx(onnx_model)
-    stage(f"compile for {board.name}")
-    name = "model"
-    if board.kind == "cuda":
-        from .cuda import build_cuda
-        res = build_cuda(mod, board, d, name=name, model_hash=manifest["model_sha256"][:16])
-        manifest["artifact"].update(res.pop("artifact"))
-        manifest["cuda"] = res
-    else:  # mcu and linux boards: edgekit's own C around TVM's kernels, no TVM runtime on the board
-        manifest.update(_build_c(d, board, mod, name, manifest, stage, check_budget, mlperf))
-    return manifest
+    return compiler.import_onnx(onnx_model), manifest
 
 
 def _quantized(model: Path) -> bool:
@@ -116,7 +130,7 @@ def _quantized(model: Path) -> bool:
     return is_quantized(model)
 
 
-def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_budget: bool, mlperf: str | None) -> dict:
+def _front_int8(d: Path, board, cfg, model, weights, calibration, stage):
     """The int8 path: a full-integer TFLite file (the user's, or quantized here) is both the reference
     (model.tflite) and what is compiled, through edgekit's integer kernels; model.onnx is its QDQ form."""
     from .export import _quiet_tensorflow
@@ -157,15 +171,15 @@ def _build_int8(d: Path, board, cfg, model, weights, calibration, stage, check_b
     manifest = {"target": board.name, **about, "input_shape": list(inp.shape), "input": tflite.io(inp),
                 "output": tflite.io(out), "quantization": "int8", "reference": "tflite", "model_sha256": sha,
                 "edgekit_version": __version__}
-    stage(f"compile for {board.name}")
-    manifest.update(_build_c(d, board, mod, "model", manifest, stage, check_budget, mlperf))
-    manifest["artifact"]["tflite"] = "model.tflite"
-    return manifest
+    return mod, manifest
 
 
-def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget: bool, mlperf: str | None = None) -> dict:
+def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget: bool, mlperf: str | None = None,
+             tuned=None) -> dict:
     """edgekit's own C (kernels, orchestration, static arena) linked into the board's firmware. With `mlperf`, the
-    firmware takes that benchmark's raw input (the manifest's `mlperf` object says what and how)."""
+    firmware takes that benchmark's raw input (the manifest's `mlperf` object says what and how). tuned: the
+    tuning database's schedules (tuning.Tuned), or None."""
+    from .tuning import stack_bytes
     from .codegen import generate
     from .firmware import build_firmware
     from .mlperf import config_lines, declare
@@ -176,7 +190,8 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
 
     c_dir = d / "c"
     try:
-        info = generate(mod, c_dir, name, mcpu=board.core, threads=board.kind == "linux")  # MCUs: no threads
+        info = generate(mod, c_dir, name, mcpu=board.core, threads=board.kind == "linux",  # MCUs: no threads
+                        tuned=tuned, stack_bytes=stack_bytes(board))
     except NotImplementedError as e:  # a model shape the C generator does not handle yet
         raise UsageError(f"{e}: this model cannot be built for {board.name} yet") from None
     stage(f"link firmware for {board.name}")
@@ -190,4 +205,6 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
             raise UsageError(f"the model needs {used:,} B of {what} on {board.name} ({used - budget:,} B over its "
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},
-            "memory": memory, "layers": len(info["layers"])}
+            "memory": memory, "layers": len(info["layers"]),
+            "tuning": {"database": str(tuned.path) if tuned else None, "kernels_tuned": info["kernels_tuned"],
+                       "kernels": info["kernels"]}}

@@ -29,6 +29,8 @@ WEIGHTS = typer.Option(None, "--weights", help="Keras weights file for the Mobil
 OUT = typer.Option(None, "--out", help="Build directory (default build/<target>-<model>).")
 QUANTIZE = typer.Option(None, "--quantize", help="int8: full-integer post-training quantization (TFLite converter).")
 CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC float images (.npy) to calibrate on.")
+PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
+HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
 MLPERF = typer.Option(None, "--mlperf", help="vww01|ic01|kws01|ad01: firmware the official MLPerf Tiny runner drives "
                       "(takes the benchmark's raw input, reports that model name).")
 
@@ -97,21 +99,84 @@ def summary(arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION
 def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
           quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
-          mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT, json_out: bool = JSON):
-    """Compile a model for a board into one build directory."""
+          mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT,
+          no_tuning: bool = typer.Option(False, "--no-tuning", help="Ignore the target's tuning database."),
+          json_out: bool = JSON):
+    """Compile a model for a board into one build directory (with the kernels `edgekit tune` measured best)."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
     console = _console()
     with console.status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration, mlperf=mlperf)
+                             calibration=calibration, mlperf=mlperf, tuning=not no_tuning)
     if json_out:
         return _print_json(manifest)
     _print_manifest(console, manifest)
 
 
-PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
-HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
+@app.command()
+def tune(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution: str = RESOLUTION,
+         classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
+         quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
+         minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop after this long."),
+         trials: Optional[int] = typer.Option(None, "--trials", help="Stop after this many candidates in all "
+                                              "(default: 64 per kernel)."),
+         db: Optional[Path] = typer.Option(None, "--db", help="Tuning database directory (default "
+                                           "$XDG_CACHE_HOME/edgekit/tuning/<target>)."),
+         port: Optional[str] = PORT, host: Optional[str] = HOST,
+         tracker: Optional[str] = typer.Option(None, "--tracker", help="HOST:PORT of a TVM RPC tracker whose boards "
+                                               "(rpc_server --key KEY) measure the candidates."),
+         key: Optional[str] = typer.Option(None, "--key", help="With --tracker: the boards' key."),
+         json_out: bool = JSON):
+    """Search faster schedules for a model's kernels, measured on the board (here, behind an RPC tracker, or on
+    the emulator), into the target's tuning database; `edgekit build` then uses them."""
+    from .tuning import tune_model
+    cfg = None if model else _config(arch, alpha, resolution, classes)
+    with _tune_progress(json_out) as (stage, progress):
+        result = tune_model(target, cfg, model, weights, quantize, calibration, trials=trials, minutes=minutes,
+                            db=db, port=port, host=host, tracker=tracker, key=key, stage=stage, progress=progress)
+    if json_out:
+        return _print_json(result)
+    _print_tuning(_console(), result)
+
+
+@contextmanager
+def _tune_progress(quiet: bool):
+    """A bar of trials (or of time, with --minutes) showing the best latency so far and the kernel in hand."""
+    if quiet:
+        yield (lambda s: None), None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                   TimeRemainingColumn(), console=_console(stderr=True), transient=True)
+
+    def progress(e):
+        by_time = e["seconds_left"] is not None
+        done, total = (e["seconds"], e["seconds"] + max(e["seconds_left"], 0)) if by_time else (e["trials"], e["total"])
+        best = f"{e['best'] * 1e3:.3f} ms" if e["best"] is not None and e["unit"] == "s" else \
+            (f"{e['best']:,.0f} instr" if e["best"] is not None else "-")
+        bar.update(task, completed=done, total=total, description=f"tuning {e['trials']} trials",
+                   info=f"{e['kernel']}: best {best}")
+
+    with bar:
+        task = bar.add_task("starting", total=None, info="")
+        yield (lambda s: bar.update(task, description=s)), progress
+
+
+def _print_tuning(console, r):
+    from rich.table import Table
+    unit = r["unit"]
+    fmt = (lambda v: f"{v * 1e3:.4f}") if unit == "s" else (lambda v: f"{v:,.0f}")
+    table = Table("kernel", "calls", f"untuned ({'ms' if unit == 's' else 'instructions'})", "tuned", "speed-up",
+                  "share", title=f"{r['trials']} trials in {r['seconds']:.0f} s on {r['target']} ({r['source']})")
+    for k in r["kernels"]:
+        u, t = k["untuned"], k["tuned"]
+        table.add_row(k["kernel"], str(k["calls"]), fmt(u) if u else "-", fmt(t) if t else "-",
+                      f"{u / t:.1f}x" if u and t else "-", f"{k['share']:.1%}")
+    console.print(table)
+    console.print(f"database: {r['database']}")
+
+
 BUILD_DIR = typer.Argument(..., help="A directory made by `edgekit build`.")
 THREADS = typer.Option(None, "--threads", help="Linux boards: threads the runner's kernels use (default: all cores).")
 

@@ -61,13 +61,14 @@ def _plan_record(prog, keys, bufs, p) -> dict:
 
 
 def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: bool = True,
-             threads: bool = False, llvm: dict | None = None) -> dict:
+             threads: bool = False, llvm: dict | None = None, tuned=None, stack_bytes: int = 0) -> dict:
     """Write model.h, model.c, kernels.c, runtime.h, shim.c and README.md to out_dir; return a summary.
     mcpu (e.g. "cortex-m4") goes into the C target TVM lowers for; schedule=False keeps TVM's default
     (workspace-hungry) kernels, which tests use to exercise the workspace path. threads (Linux boards):
     split the heavy kernels' outer loops across a pthread pool, written as threads.c (link with -pthread).
     llvm: a TVM LLVM target dict: build the kernels with TVM's LLVM backend into kernels.o, not kernels.c
-    (benchmarks/kernels_llvm_vs_c.py; Linux boards ship the C kernels, which measured as fast)."""
+    (benchmarks/kernels_llvm_vs_c.py; Linux boards ship the C kernels, which measured as fast).
+    tuned, stack_bytes: the tuning database's schedules, and how large a tile may live on the stack (lower)."""
     from . import emit
     from .lower import lower
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
@@ -76,7 +77,8 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
         raise NotImplementedError("edgekit codegen: TVM's LLVM kernels assume 64-byte aligned tensors: set "
                                   "codegen.emit.ALIGN = 64 and pass 64-byte aligned input and output")
     target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
-    prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads)
+    prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads, tuned=tuned,
+                 stack_bytes=stack_bytes)
     bufs, keys = _buffers(prog)
     index = {k: n for n, k in enumerate(keys)}
     overlaps = [(index[dst], index[src], gap) for _, src, dst, gap in inplace_pairs(prog)]
@@ -103,6 +105,7 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
                     "output_shape": list(prog.tensors[c.args[-1]].shape),
                     "parallel_extent": prog.kernels[c.kernel].parallel_extent} for c in prog.calls],
         "threads": threads,
+        "kernels_tuned": sum(k.tuned for k in prog.kernels.values()), "kernels": len(prog.kernels),
     }
     files = {
         "model.h": emit.model_h(name, info),

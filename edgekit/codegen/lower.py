@@ -32,6 +32,7 @@ class Kernel:
     helpers: str = ""             # C source the kernel calls through call_extern (PrimFunc attr edgekit.c_helpers)
     inplace_gap: int | None = None  # its output may overlap its first input from this many bytes below it on
                                   # (PrimFunc attr edgekit.inplace_gap: the kernel reads each input byte first)
+    tuned: bool = False           # its schedule came from the tuning database
 
 
 @dataclass
@@ -173,6 +174,17 @@ def parallelize(func):
     return best
 
 
+def parallel_loop(func):
+    """(loop var name, extent) of the loop a schedule marked PARALLEL, or None."""
+    from tvm import s_tir
+    sch = s_tir.Schedule(func)
+    for block in sch.get_output_blocks(sch.get_sblock("root")):
+        for loop in sch.get_loops(block):
+            if int(sch.get(loop).kind) == 1:  # ForKind.PARALLEL
+                return sch.get(loop).loop_var.name, _extent(sch, loop)
+    return None
+
+
 def chunk_parallel_loop(body: str, symbol: str, var: str, extent: int) -> str | None:
     """TVM's C codegen prints a PARALLEL loop as a plain `for` (only its LLVM backend outlines closures), so
     edgekit splits it itself: the kernel is called once per task, its [lo, hi) slice of the loop passed in
@@ -253,9 +265,12 @@ def build_kernel(func, symbol: str, target=None, parallel=None, stack_bytes: int
                   func, helpers, gap)
 
 
-def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: bool = False) -> Program:
+def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: bool = False, tuned=None,
+          stack_bytes: int = 0) -> Program:
     """Fuse, schedule and build every kernel; flatten main into calls over named tensors.
-    threads: also split one outer loop of each heavy kernel across threads (Linux boards; not tuned kernels)."""
+    threads: also split one outer loop of each heavy kernel across threads (Linux boards).
+    tuned(func): the tuned schedule of a kernel, or None (tuning.Tuned reads the database). Its tiles of up
+    to stack_bytes go on the stack (stack_tiles), as they were when measured."""
     from tvm.ir.expr import Call as RCall, GenericConst, Var
     mod = _fuse(mod)
     main = mod["main"]
@@ -312,10 +327,16 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
             tensors[tname] = Tensor(tname, shape, dtype, kind)
             if gv.name_hint not in kernels:
                 func = mod[gv]
-                par = None
-                if schedule and not _is_scheduled(func):  # keep tuned kernels (a MetaSchedule database applied)
-                    func, par = shrink(func, threads)
-                kernels[gv.name_hint] = build_kernel(func, f"{prefix}_{gv.name_hint}", target, par)
+                best = tuned(func) if tuned is not None and not _is_scheduled(func) else None
+                if best is not None:
+                    par = parallel_loop(best) if threads else None
+                    kernels[gv.name_hint] = build_kernel(best, f"{prefix}_{gv.name_hint}", target, par, stack_bytes)
+                    kernels[gv.name_hint].tuned = True
+                else:  # hand-scheduled kernels (int8 micro-kernels) stay as they are
+                    par = None
+                    if schedule and not _is_scheduled(func):
+                        func, par = shrink(func, threads)
+                    kernels[gv.name_hint] = build_kernel(func, f"{prefix}_{gv.name_hint}", target, par)
             calls.append(Call(tname, gv.name_hint, [arg_name(a) for a in args] + [tname]))
         elif isinstance(e, RCall) and e.op.name == "relax.reshape" and kind == "act":
             tensors[tname] = Tensor(tname, shape, dtype, kind, alias=arg_name(e.args[0]))

@@ -1,0 +1,250 @@
+"""Tuning: TVM MetaSchedule over a model's kernels, each candidate measured on the board (measure.py), the
+best kept in a database per target that codegen reads at build time. Records are keyed by the kernel's
+workload (its PrimFunc, structurally), so models that share a layer shape share its records."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from ..errors import warn
+
+TRIALS_PER_ROUND = 8      # candidates built and measured together, per kernel in turn
+DEFAULT_TRIALS = 64       # per kernel, when neither trials nor minutes is given
+STACK_TILE_BYTES = 65536  # Linux boards: tiles up to this size live on the (megabyte) thread stacks
+
+
+def c_target(board) -> dict:
+    """The TVM target edgekit's C generator lowers for on this board (codegen.generate's)."""
+    return {"kind": "c", **({"mcpu": board.core} if board.core else {})}
+
+
+def stack_bytes(board) -> int:
+    """MCUs keep every tile in the planned arena, where the memory report counts it."""
+    return STACK_TILE_BYTES if board.kind == "linux" else 0
+
+
+def database_dir(target: str, db: Path | None = None) -> Path:
+    if db is not None:
+        return Path(db)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "edgekit" / "tuning" / target
+
+
+WORKLOADS, RECORDS = "workloads.json", "records.json"
+
+
+def _repair(path: Path) -> None:
+    """Drop a last line cut short (the process killed while appending it): the rest stays readable."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().splitlines(keepends=True)
+    good = []
+    for line in lines:
+        try:
+            json.loads(line)
+            good.append(line if line.endswith(b"\n") else line + b"\n")
+        except ValueError:
+            break
+    if len(good) != len(lines) or (lines and not lines[-1].endswith(b"\n")):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(b"".join(good))
+        os.replace(tmp, path)
+
+
+def open_database(path: Path, create: bool = False):
+    """The MetaSchedule JSON database in `path` (two append-only files, one JSON value per line), or None
+    when there is none and create is False. Records replay the search space's traces: those of another
+    version of space.py are set aside (create) or ignored."""
+    from tvm.s_tir import meta_schedule as ms
+    from . import space
+    path = Path(path)
+    version = path / "space-version"
+    current = (path / RECORDS).exists() and version.exists() and version.read_text().strip() == space.VERSION
+    if not create and not current:
+        if (path / RECORDS).exists():
+            warn(f"the tuning database {path} was made by another edgekit version: run `edgekit tune` again")
+        return None
+    path.mkdir(parents=True, exist_ok=True)
+    if not current:
+        for name in (WORKLOADS, RECORDS):
+            if (path / name).exists():
+                os.replace(path / name, path / f"{name}.old")
+        version.write_text(space.VERSION + "\n")
+    for name in (WORKLOADS, RECORDS):
+        _repair(path / name)
+    return ms.database.JSONDatabase(str(path / WORKLOADS), str(path / RECORDS), module_equality="structural")
+
+
+class Tuned:
+    """What codegen asks of the database: each kernel's tuned schedule, if one was measured."""
+
+    def __init__(self, database, target: dict, path: Path):
+        import tvm
+        self.database, self.target, self.path = database, tvm.target.Target(target), path
+
+    def __call__(self, func):
+        import tvm
+        sch = self.database.query_schedule(tvm.IRModule({"main": func}), self.target, workload_name="main")
+        return None if sch is None else sch.mod["main"]
+
+
+def tuned_for(board, db: Path | None = None) -> Tuned | None:
+    path = database_dir(board.name, db)
+    database = open_database(path)
+    return None if database is None else Tuned(database, c_target(board), path)
+
+
+def tasks(mod) -> list[tuple[str, object, int]]:
+    """(name, PrimFunc, calls) for each kernel the search space covers, in model order."""
+    from ..codegen.lower import _fuse, _is_scheduled
+    from .space import tunable
+    mod = _fuse(mod)
+    calls = {}
+    for blk in mod["main"].body.blocks:
+        for b in blk.bindings:
+            if getattr(b.value, "op", None) is not None and getattr(b.value.op, "name", "") == "relax.call_tir":
+                name = b.value.args[0].name_hint
+                calls[name] = calls.get(name, 0) + 1
+    return [(n, mod[n], c) for n, c in calls.items() if not _is_scheduled(mod[n]) and tunable(mod[n])]
+
+
+def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path | None = None,
+               quantize: str | None = None, calibration: Path | None = None, *, trials: int | None = None,
+               minutes: float | None = None, db: Path | None = None, port: str | None = None,
+               host: str | None = None, tracker: str | None = None, key: str | None = None,
+               stage=lambda s: None, progress=None) -> dict:
+    """`edgekit tune`: the model through the same front end as `edgekit build`, then tune()."""
+    import tempfile
+    from .. import target as targets
+    from ..build import _check_inputs, front_end
+    from ..errors import UsageError
+    from ..models import ModelConfig
+    board = targets.get(target)
+    _check_inputs(board, model, weights, quantize, calibration, None)
+    if board.kind == "cuda":
+        raise UsageError(f"edgekit tune measures edgekit's C kernels: {board.name} runs TVM's CUDA build, "
+                         "which it does not tune yet")
+    if port or host:
+        raise UsageError("tuning over a serial port or SSH is not supported yet: start `python -m "
+                         "tvm.exec.rpc_server --tracker HOST:PORT --key KEY` on the board (README) and pass "
+                         "--tracker HOST:PORT --key KEY, or tune on the emulator (no --port)")
+    if tracker and (not key or ":" not in tracker):
+        raise UsageError("--tracker takes HOST:PORT, with --key naming the boards (rpc_server --key)")
+    if tracker and board.kind != "linux":
+        raise UsageError(f"--tracker reaches Linux boards running TVM's rpc_server; {board.name} is tuned on "
+                         "its emulator (drop --tracker)")
+    if (trials is not None and trials < 1) or (minutes is not None and minutes <= 0):
+        raise UsageError("--trials and --minutes must be positive")
+    cfg = None if model is not None else (cfg or ModelConfig())
+    with tempfile.TemporaryDirectory(prefix="edgekit-front-") as d:
+        mod, manifest = front_end(Path(d), board, cfg, model, weights, quantize, calibration, stage)
+    stage("measure the untuned kernels")
+    result = tune(board, mod, trials=trials, minutes=minutes, db=db, tracker=tracker, key=key, progress=progress)
+    return {"target": board.name, **{k: manifest.get(k) for k in ("arch", "alpha", "resolution", "macs", "params")},
+            "source": "emulator" if board.kind == "mcu" else "device",
+            "unit": "instructions" if board.kind == "mcu" else "s", **result}
+
+
+def tune(board, mod, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
+         tracker: str | None = None, key: str | None = None, progress=None) -> dict:
+    """Search each kernel's schedule, measuring on `board` (here, through `tracker` with `key`, or its
+    emulator), until `trials` candidates in all or `minutes` have passed. Every measured record goes into the
+    database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes in the CLI) keeps
+    them. progress(dict) hears of each round. Returns the per-kernel table (untuned and tuned latency)."""
+    from tvm.s_tir import meta_schedule as ms
+    import tvm
+    from . import measure, space
+
+    found = tasks(mod)
+    if not found:
+        return {"database": str(database_dir(board.name, db)), "kernels": [], "trials": 0, "seconds": 0.0}
+    path = database_dir(board.name, db)
+    database = open_database(path, create=True)
+    target = tvm.target.Target(c_target(board))
+    if trials is None and minutes is None:
+        trials = DEFAULT_TRIALS * len(found)
+    deadline = time.monotonic() + minutes * 60 if minutes else None
+    stop = []
+
+    def on_signal(signum, frame):  # finish the round in flight, then stop: its records are worth keeping
+        stop.append(signum)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, previous[s])
+
+    jobs = max(1, min(4, os.cpu_count() or 1))
+    with measure.work_dir() as work:
+        builder = measure.CandidateBuilder(board, Path(work), jobs)
+        runner = measure.runner(board, tracker, key, jobs)
+        untuned = _untuned(found, builder, runner, target)
+        # heaviest first: a short tune spends its rounds where the model spends its time
+        found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
+        contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
+                                   space_generator=ms.space_generator.ScheduleFn(
+                                       space.schedule, sch_rules=[], postprocs=[],
+                                       mutator_probs={ms.mutator.MutateTileSize(): 1.0}),
+                                   search_strategy=ms.search_strategy.EvolutionarySearch(
+                                       population_size=128, init_measured_ratio=0.1))
+                    for n, f, _ in found]
+        report = measure.Progress(found, untuned, trials, deadline, stop, progress,
+                                  "instructions" if board.kind == "mcu" else "s")
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        t0 = time.monotonic()
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=[float(c) for _, _, c in found], work_dir=str(work),
+                          max_trials_global=trials or 10 ** 6, num_trials_per_iter=TRIALS_PER_ROUND,
+                          builder=builder, runner=runner, database=database, cost_model="xgb",
+                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), report],
+                          task_scheduler="round-robin")
+        finally:
+            for s, h in previous.items():
+                if signal.getsignal(s) is on_signal:
+                    signal.signal(s, h)
+            _close(runner)
+    if stop:
+        raise KeyboardInterrupt
+    table = _table(found, untuned, Tuned(open_database(path), c_target(board), path), target)
+    return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
+
+
+def _untuned(found, builder, runner, target) -> dict:
+    """Each kernel with codegen's own schedule, measured the same way: the table's baseline."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from ..codegen.lower import shrink
+    from . import measure
+    inputs = [ms.builder.BuilderInput(tvm.IRModule({"main": shrink(f)[0]}), target) for _, f, _ in found]
+    built = builder.build(inputs)
+    run = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(f))
+                      for b, (_, f, _) in zip(built, found) if b.error_msg is None])
+    res, it = {}, iter(run)
+    for b, (n, _, _) in zip(built, found):
+        r = next(it).result() if b.error_msg is None else None
+        res[n] = measure.seconds(r) if r is not None and r.error_msg is None else None
+    return res
+
+
+def _close(runner) -> None:
+    """Runner worker processes end with the tune, however it ends."""
+    pool = getattr(runner, "pool", None)
+    if pool is not None:
+        pool.shutdown()
+    close = getattr(runner, "close", None)
+    if close is not None:
+        close()
+
+
+def _table(found, untuned, tuned, target) -> list[dict]:
+    import tvm
+    from . import measure
+    rows = []
+    for n, f, calls in found:
+        rec = tuned.database.query_tuning_record(tvm.IRModule({"main": f}), target, workload_name="main")
+        best = measure.seconds(rec) if rec is not None and rec.run_secs else None
+        rows.append({"kernel": n, "calls": calls, "untuned": untuned.get(n), "tuned": best})
+    total = sum((r["tuned"] or r["untuned"] or 0) * r["calls"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = (r["tuned"] or r["untuned"] or 0) * r["calls"] / total
+    return rows

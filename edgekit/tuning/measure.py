@@ -1,0 +1,134 @@
+"""Candidates measured as they ship: each is edgekit's C for the kernel (codegen.lower.build_kernel, the text
+that goes into kernels.c), compiled with the board's own toolchain and flags, and timed on the board.
+Linux boards: a shared library TVM's runtime loads (TVM-FFI packed ABI), timed by its time_evaluator here
+(LocalRunner) or on boards behind TVM's RPC tracker (RPCRunner). MCUs: the C goes to a measurement
+firmware on the emulator (emulator.EmulatorRunner), counted in instructions."""
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tvm.s_tir import meta_schedule as ms
+from tvm.ir.utils import derived_object
+
+from . import c_target, stack_bytes
+
+SYMBOL = "__tvm_ffi_main"  # what TVM's runtime looks up for the module's "main"
+
+# The kernel text refers to the TVM-FFI types and backend calls that edgekit's runtime.h declares on the board;
+# a library loaded into TVM's runtime takes them from TVM's own headers.
+PRELUDE = """\
+#define TVM_DLL __attribute__((visibility("default")))
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <tvm/ffi/c_api.h>
+#include <tvm/runtime/c_backend_api.h>
+"""
+
+
+def _includes() -> list[str]:
+    import tvm
+    import tvm_ffi
+    return [f"-I{tvm_ffi.libinfo.find_include_path()}", f"-I{Path(tvm.__file__).parent / 'include'}"]
+
+
+@derived_object
+class CandidateBuilder(ms.builder.PyBuilder):
+    """Build each candidate into `work_dir`, `jobs` at a time in this process (no worker pool to start)."""
+
+    def __init__(self, board, work_dir: Path, jobs: int = 2):
+        super().__init__()
+        self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
+        self.count = 0
+
+    def build(self, build_inputs):
+        start, self.count = self.count, self.count + len(build_inputs)
+        with ThreadPoolExecutor(self.jobs) as pool:
+            return list(pool.map(self._build, build_inputs, range(start, self.count)))
+
+    def _build(self, inp, n):
+        from ..codegen.lower import build_kernel
+        d = self.work_dir / f"candidate{n}"  # one folder each: MetaSchedule removes it once measured
+        try:
+            d.mkdir()
+            kernel = build_kernel(inp.mod["main"], SYMBOL, c_target(self.board), stack_bytes=stack_bytes(self.board))
+            if self.board.kind != "linux":
+                path = d / "kernel.json"
+                path.write_text(json.dumps({"source": kernel.source, "symbol": SYMBOL, "helpers": kernel.helpers,
+                                            "workspace_bytes": kernel.workspace_bytes}))
+                return ms.builder.BuilderResult(str(path), None)
+            return ms.builder.BuilderResult(compile_shared(self.board, kernel, d / "kernel"), None)
+        except Exception as e:  # noqa: BLE001 (a candidate that fails to build is a result, not an error)
+            return ms.builder.BuilderResult(None, f"{type(e).__name__}: {e}")
+
+
+def compile_shared(board, kernel, stem: Path) -> str:
+    tc = board.data["toolchain"]
+    src, lib = stem.with_suffix(".c"), stem.with_suffix(".so")
+    src.write_text(PRELUDE + kernel.helpers + kernel.source)
+    cmd = [tc["cc"], *tc.get("cflags", []), "-shared", "-fPIC", *_includes(), "-o", str(lib), str(src)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr.strip()[-500:])
+    return str(lib)
+
+
+EVALUATOR = ms.runner.EvaluatorConfig(number=5, repeat=3, min_repeat_ms=40, enable_cpu_cache_flush=False)
+
+
+def runner(board, tracker: str | None = None, key: str | None = None, jobs: int = 2):
+    """Where candidates run: this machine, the boards behind a TVM RPC tracker, or the board's emulator."""
+    if tracker:
+        host, _, port = tracker.rpartition(":")
+        return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                                       session_timeout_sec=60),
+                                   evaluator_config=EVALUATOR, max_workers=jobs)
+    if board.kind == "linux":
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=EVALUATOR)
+    from .emulator import EmulatorRunner
+    return EmulatorRunner(board.name, jobs=jobs)
+
+
+def work_dir():
+    return tempfile.TemporaryDirectory(prefix="edgekit-tune-")
+
+
+def seconds(result) -> float:
+    """A runner result's median repeat."""
+    secs = sorted(float(s) for s in result.run_secs)
+    return secs[len(secs) // 2]
+
+
+
+@derived_object
+class Progress(ms.measure_callback.PyMeasureCallback):
+    """After each round: tell progress() how far we are; stop every task when time is up or a signal came."""
+
+    def __init__(self, found, untuned, trials, deadline, stop, progress, unit):
+        super().__init__()
+        self.unit = unit
+        self.names = [n for n, _, _ in found]
+        self.best = dict.fromkeys(self.names)
+        self.untuned, self.trials, self.deadline, self.stop, self.progress = untuned, trials, deadline, stop, progress
+        self.done, self.t0 = 0, time.monotonic()
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+        self.done += len(runner_results)
+        name = self.names[task_id]
+        ok = [seconds(r) for r in runner_results if r.error_msg is None and r.run_secs]
+        if ok and (self.best[name] is None or min(ok) < self.best[name]):
+            self.best[name] = min(ok)
+        out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
+        if self.stop or out_of_time:
+            for i in range(len(self.names)):
+                task_scheduler.terminate_task(i)
+        if self.progress:
+            left = (self.deadline - time.monotonic()) if self.deadline else None
+            self.progress({"trials": self.done, "total": self.trials, "kernel": name, "best": self.best[name],
+                           "untuned": self.untuned.get(name), "seconds": time.monotonic() - self.t0,
+                           "seconds_left": left, "errors": len(runner_results) - len(ok), "unit": self.unit})

@@ -1,0 +1,169 @@
+"""`edgekit tune`: the search space computes what the untuned kernels compute; a tune over a TVM RPC tracker
+with two boards (RPC servers on loopback) fills the database, build applies it and validate passes; an
+interrupted tune leaves a database that build still applies, and no process behind."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_edgekit
+from test_signals import assert_clean_exit, marked, start, wait_for
+
+MODEL = ["--arch", "v1", "--alpha", "0.25", "--resolution", "32", "--classes", "10"]
+
+
+def _kernels(onnx_model):
+    from edgekit.compiler import import_onnx
+    from edgekit.tuning import tasks
+    return tasks(import_onnx(onnx_model))
+
+
+def _run(func, kernel_func, tmp, seed=0):
+    """The kernel's output for fixed random arguments, built as the tuner builds candidates."""
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from edgekit import target
+    from edgekit.codegen.lower import build_kernel
+    from edgekit.tuning import c_target, stack_bytes
+    from edgekit.tuning.measure import SYMBOL, compile_shared
+    board = target.get("host")
+    tmp.mkdir()
+    k = build_kernel(kernel_func, SYMBOL, c_target(board), stack_bytes=stack_bytes(board))
+    lib = tvm.runtime.load_module(compile_shared(board, k, tmp / "k"))
+    rng = np.random.default_rng(seed)
+    args = [tvm.runtime.tensor(np.array(rng.uniform(-1, 1, [int(d) for d in a.shape]), dtype=str(a.dtype), order="C"))
+            for a in ArgInfo.from_prim_func(func)]
+    lib["main"](*args)
+    return args[-1].numpy()
+
+
+def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
+    """Random points of the template (tile sizes, the epilogue and padding moved under the tile) against
+    codegen's untuned schedule, on every kernel kind of a MobileNet V1 and V2 (stem, depthwise s1/s2,
+    pointwise, padded outputs, pooling, the classifier)."""
+    from tvm import s_tir
+    from edgekit.codegen.lower import shrink
+    from edgekit.tuning import space
+    n = 0
+    for arch in ("v1", "v2"):
+        for name, func, _ in _kernels(onnx_models(arch, 0.25, 32, 10)):
+            ref = _run(func, shrink(func)[0], tmp_path / f"{arch}{name}ref")
+            for seed in (1, 2, 3):
+                sch = s_tir.Schedule(func, seed=seed)
+                space.schedule(sch)
+                got = _run(func, sch.mod["main"], tmp_path / f"{arch}{name}{seed}")
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{arch} {name} {sch.trace}")
+                n += 1
+    assert n >= 60
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    """A TVM RPC tracker and two RPC servers ("boards") registered with it under one key, on loopback."""
+    port = _free_port()
+    py = [sys.executable, "-m"]
+    procs = [subprocess.Popen([*py, "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1), "--silent"], start_new_session=True)]
+    try:
+        from tvm import rpc
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                rpc.connect_tracker("127.0.0.1", port).summary()
+                break
+            except Exception:  # noqa: BLE001 (not listening yet)
+                assert time.monotonic() < deadline, "the tracker did not start"
+                time.sleep(0.3)
+        for server in (_free_port(), _free_port()):
+            procs.append(subprocess.Popen([*py, "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key",
+                                           "edgekit-test", "--host", "127.0.0.1", "--port", str(server),
+                                           "--port-end", str(server + 1), "--silent"], start_new_session=True))
+        while sum(q["free"] for q in rpc.connect_tracker("127.0.0.1", port).summary()["queue_info"].values()) < 2:
+            assert time.monotonic() < deadline, "the RPC servers did not register"
+            time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, tmp_path):
+    env_cache = tmp_path / "cache"
+    os.environ["XDG_CACHE_HOME"] = str(env_cache)
+    try:
+        r = run_edgekit("tune", "--target", "host", *MODEL, "--trials", "16", "--tracker", tracker,
+                        "--key", "edgekit-test", "--json", timeout=900)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        db = env_cache / "edgekit" / "tuning" / "host"
+        assert res["database"] == str(db) and (db / "records.json").stat().st_size > 0
+        assert res["trials"] >= 16
+        tuned = [k for k in res["kernels"] if k["tuned"] is not None]
+        assert tuned and all(k["untuned"] for k in res["kernels"])  # every kernel measured untuned on a board
+        assert abs(sum(k["share"] for k in res["kernels"]) - 1) < 1e-6
+
+        b = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "b", "--json")
+        assert b.returncode == 0, b.stderr
+        t = json.loads(b.stdout)["tuning"]
+        assert t["database"] == str(db) and 1 <= t["kernels_tuned"] <= t["kernels"]
+        assert t["kernels_tuned"] >= len(tuned)
+        v = run_edgekit("validate", tmp_path / "b", "--inputs", "3", "--json")
+        assert v.returncode == 0 and json.loads(v.stdout)["validation"]["passed"], v.stdout + v.stderr
+
+        plain = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "p", "--no-tuning", "--json")
+        assert json.loads(plain.stdout)["tuning"] == {"database": None, "kernels_tuned": 0, "kernels": t["kernels"]}
+    finally:
+        del os.environ["XDG_CACHE_HOME"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_tune_keeps_a_usable_database_and_no_process(tmp_path, sig):
+    db = tmp_path / "db"
+    p = start(["tune", "--target", "host", *MODEL, "--minutes", "10", "--db", db], tmp_path,
+              start_new_session=True)
+    records = db / "records.json"
+    wait_for(lambda: records.exists() and records.read_text().count("\n") >= 2, p, timeout=600)
+    os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)  # Ctrl-C reaches the whole group
+    assert_clean_exit(p)
+    from edgekit.tuning import open_database
+    assert open_database(db) is not None
+    lines = records.read_text().splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        (tmp_path / "cache" / "edgekit" / "tuning").mkdir(parents=True)
+        os.symlink(db, tmp_path / "cache" / "edgekit" / "tuning" / "host")
+        b = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "b", "--json")
+    finally:
+        del os.environ["XDG_CACHE_HOME"]
+    assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["tuning"]["kernels_tuned"] >= 1
+
+
+def test_a_record_cut_short_is_dropped(tmp_path):
+    from edgekit.tuning import RECORDS, _repair
+    f = tmp_path / RECORDS
+    f.write_text('[0, [1]]\n[1, [2]]\n[2, [')
+    _repair(f)
+    assert f.read_text() == '[0, [1]]\n[1, [2]]\n'
+
+
+def test_bad_usage_is_one_line():
+    for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "serial port"),
+                        (["--trials", "0"], "positive")):
+        r = run_edgekit("tune", "--target", "host", *MODEL, *args)
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
