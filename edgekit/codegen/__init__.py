@@ -79,6 +79,13 @@ def generate(mod, out_dir: Path, name: str, mcpu: str | None = None, schedule: b
     target = {"kind": "c", **({"mcpu": mcpu} if mcpu else {})}
     prog = lower(mod, prefix=f"edgekit_{name}", target=target, schedule=schedule, threads=threads, tuned=tuned,
                  stack_bytes=stack_bytes)
+    return write(prog, out_dir, name, mcpu, threads, llvm)
+
+
+def write(prog, out_dir: Path, name: str, mcpu: str | None = None, threads: bool = False,
+          llvm: dict | None = None) -> dict:
+    """generate's second half: plan a lowered Program's arena, verify it and write its files."""
+    from . import emit
     bufs, keys = _buffers(prog)
     index = {k: n for n, k in enumerate(keys)}
     overlaps = [(index[dst], index[src], gap) for _, src, dst, gap in inplace_pairs(prog)]

@@ -1,0 +1,132 @@
+"""Cortex-M candidates measured in QEMU: each kernel is built into a one-kernel edgekit firmware (the ordinary
+generated model code, protocol core and board port) and timed through the serial link, in instructions.
+
+The firmware's counter is SysTick, which under -icount shift=0 ticks every 40 instructions at a phase set by
+when the host's command arrived, so a count varies by a tick from run to run. The measurement program first
+calls a sync function that writes SysTick's current value register: QEMU restarts the tick period at that
+write, so the kernel after it runs at a fixed phase and its count (ek-profile's figure for that layer, a
+multiple of 40) repeats exactly."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+
+import numpy as np
+from tvm.ir.utils import derived_object
+from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
+
+from .. import target as targets
+from ..errors import UsageError
+
+SYNC = "ek_tick_sync"
+SYNC_C = f"""\
+int32_t {SYNC}(void *self, void *args, int32_t num_args, void *result) {{
+  volatile uint32_t *cvr = (volatile uint32_t *)0xE000E018u;  /* SYST_CVR */
+  *cvr = 0;              /* QEMU restarts the tick period here: the phase is now this instruction's */
+  while (*cvr == 0) {{}}  /* until the reload (the count steps back there): from then on it runs on as usual */
+  return 0;
+}}
+"""
+
+
+def _data(shape, dtype: str, rng) -> np.ndarray:
+    """Fixed pseudo-random values; integers small, as they may be indices or shifts."""
+    if np.dtype(dtype).kind == "f":
+        return rng.uniform(-1, 1, shape).astype(dtype)
+    return rng.integers(0, 2 if dtype == "bool" else 3, shape).astype(dtype)
+
+
+def program(source: str, symbol: str, workspace_bytes: int, helpers: str, args):
+    """The measurement program: the sync call (its 4-byte input and output unused), then the kernel on
+    constants (every argument but the last) and the output (the last)."""
+    from ..codegen.lower import Call, Kernel, Program, Tensor
+    rng = np.random.default_rng(0)
+    *ins, (out_shape, out_dtype) = args
+    tensors = [Tensor("tick", (1,), "int32", "input"), Tensor("synced", (1,), "int32", "act"),
+               *(Tensor(f"a{i}", tuple(s), str(d), "const", _data(s, str(d), rng)) for i, (s, d) in enumerate(ins)),
+               Tensor("out", tuple(out_shape), str(out_dtype), "output")]
+    kernels = {SYNC: Kernel(SYNC, SYNC_C, 0), "kernel": Kernel(symbol, source, workspace_bytes, helpers=helpers)}
+    calls = [Call("synced", SYNC, ["tick", "synced"]), Call("out", "kernel", [t.name for t in tensors[2:]])]
+    return Program({t.name: t for t in tensors}, calls, kernels, "tick", "out")
+
+
+def measure(target_name: str, source: str, symbol: str, workspace_bytes: int, helpers: str, args,
+            runs: int = 2, build_dir: str | None = None) -> int:
+    """Instructions (QEMU -icount shift=0, not cycles) per call of one kernel on the target's emulator, the
+    fewest of `runs` (they agree). args: (shape, dtype) of each argument, the output last; the inputs hold
+    fixed pseudo-random values. The firmware is built in a temporary directory under build_dir."""
+    from ..codegen import write
+    from ..firmware import build_firmware
+    from ..flash import emulate
+    from ..link import Device
+    board = targets.get(target_name)
+    if (board.emulator or {}).get("kind") != "qemu-system" or board.section("firmware").get("timer") != "systick":
+        raise UsageError(f"{target_name} is not a Cortex-M board emulated in QEMU with a SysTick counter")
+    with tempfile.TemporaryDirectory(prefix="edgekit-measure-", dir=build_dir) as tmp:
+        write(program(source, symbol, workspace_bytes, helpers, args), Path(tmp) / "model", "kernel", board.core)
+        digest = hashlib.sha256(source.encode()).hexdigest()
+        elf = build_firmware(board, Path(tmp) / "model", "kernel", digest, Path(tmp) / "fw")["firmware"]
+        with emulate(board, elf) as url, Device(url) as dev:
+            dev.load_input(bytes(4))
+            return min(dev.profile()[1][1] for _ in range(runs))
+
+
+@derived_object
+class _Done(PyRunnerFuture):
+    def __init__(self, result: RunnerResult):
+        super().__init__()
+        self.res = result
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> RunnerResult:
+        return self.res
+
+
+@derived_object
+class EmulatorRunner(PyRunner):
+    """MetaSchedule runner for Cortex-M targets: run_secs are instruction counts per call (lower is better),
+    not seconds. Candidates are the builder's JSON artifacts ({"source", "symbol", "workspace_bytes",
+    "helpers"}), measured `jobs` at a time in their own QEMU."""
+
+    def __init__(self, target_name: str, jobs: int = 2, runs: int = 2):
+        super().__init__()
+        self.target_name, self.jobs, self.runs = target_name, jobs, runs
+
+    def run(self, runner_inputs):
+        # measured before returning: no emulator outlives run(), whatever interrupts the tuner
+        with tempfile.TemporaryDirectory(prefix="edgekit-emulator-") as tmp, ThreadPoolExecutor(self.jobs) as pool:
+            futures = [pool.submit(self._measure, x, tmp) for x in runner_inputs]
+            try:
+                return [_Done(f.result()) for f in futures]
+            except BaseException:  # Ctrl-C, SIGTERM (the CLI raises KeyboardInterrupt): stop the rest now
+                pool.shutdown(wait=False, cancel_futures=True)
+                while not all(f.done() for f in futures):  # again until none is left: a worker may start one late
+                    _kill_children(tmp)
+                    wait(futures, timeout=0.1)
+                raise
+
+    def _measure(self, x, tmp: str) -> RunnerResult:
+        try:
+            art = json.loads(Path(x.artifact_path).read_text())
+            args = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in x.args_info]
+            n = measure(self.target_name, art["source"], art["symbol"], art["workspace_bytes"], art["helpers"], args,
+                        self.runs, build_dir=tmp)
+            return RunnerResult([float(n)], None)
+        except Exception as e:  # noqa: BLE001 (a candidate that fails is a result, not an error)
+            return RunnerResult(None, f"{type(e).__name__}: {e}")
+
+
+def _kill_children(tmp: str) -> None:
+    """Kill, by pid, this process's children working in tmp: the emulators (and compilers) of a batch."""
+    import psutil
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if any(tmp in a for a in p.cmdline()):
+                p.kill()
+        except psutil.Error:
+            pass

@@ -1,0 +1,112 @@
+"""The Cortex-M tuning runner: candidates measured in QEMU, exactly repeatable, failures as results, no QEMU left."""
+import json
+import shutil
+import time
+
+import numpy as np
+import psutil
+import pytest
+
+pytestmark = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
+                                reason="needs arm-none-eabi-gcc and qemu-system-arm (make test installs them)")
+TARGET = "mps2-an386"
+
+
+def emulators():
+    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("qemu-system")]
+
+
+@pytest.fixture(scope="module")
+def conv():
+    """A 3x3 conv + ReLU kernel: (scheduled for MCUs, TVM's default schedule, its argument infos)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from edgekit.codegen import lower
+    from edgekit.compiler import import_onnx
+    w = np.random.default_rng(0).normal(0, 0.5, (8, 4, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+                          [numpy_helper.from_array(w, "w")])
+    mod = lower._fuse(import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])))
+    (func,) = [f for gv, f in mod.functions.items() if gv.name_hint != "main"]
+    target = {"kind": "c", "mcpu": "cortex-m4"}
+    return (lower.build_kernel(lower.shrink(func)[0], "__tvm_ffi_main", target),
+            lower.build_kernel(func, "__tvm_ffi_main", target), ArgInfo.from_prim_func(func))
+
+
+def candidate(tmp_path, name, kernel=None, source=None):
+    """The builder's artifact for a Cortex-M candidate."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"source": source or kernel.source, "symbol": "__tvm_ffi_main",
+                                "workspace_bytes": kernel.workspace_bytes if kernel else 0,
+                                "helpers": kernel.helpers if kernel else ""}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def results(conv, tmp_path_factory):
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    from edgekit.tuning.emulator import EmulatorRunner
+    shrunk, default, args_info = conv
+    d = tmp_path_factory.mktemp("candidates")
+    paths = [candidate(d, "a", shrunk), candidate(d, "b", shrunk), candidate(d, "default", default),
+             candidate(d, "broken", source="int32_t __tvm_ffi_main(void) { this is not C }")]
+    futures = EmulatorRunner(TARGET, jobs=2, runs=2).run([RunnerInput(str(p), "cpu", args_info) for p in paths])
+    assert all(f.done() for f in futures)
+    return [(None if r.run_secs is None else [float(x) for x in r.run_secs], r.error_msg)
+            for r in (f.result() for f in futures)]
+
+
+def test_counts_repeat_exactly_and_tell_schedules_apart(results):
+    (a, err_a), (b, err_b), (default, err_default), _ = results
+    assert err_a is None and err_b is None and err_default is None
+    assert len(a) == 1 and a[0] > 0
+    assert a == b  # instruction counts, the same on two emulators
+    assert default[0] != a[0]
+    assert not emulators()
+
+
+def test_a_candidate_that_does_not_compile_is_an_error_result(results):
+    secs, err = results[3]
+    assert secs is None and "firmware build failed" in err
+
+
+def test_measure_matches_the_runner(conv, results):
+    from edgekit.tuning.emulator import measure
+    shrunk, _, args_info = conv
+    args = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in args_info]
+    assert measure(TARGET, shrunk.source, "__tvm_ffi_main", shrunk.workspace_bytes, shrunk.helpers, args, runs=1) \
+        == results[0][0][0]
+
+
+def test_sigterm_kills_every_emulator(conv, tmp_path):
+    """SIGTERM (or Ctrl-C: the CLI makes both KeyboardInterrupt) while kernels that never end are running."""
+    import os
+    import signal
+    import threading
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    from edgekit.cli import SIGNALS, _interrupted
+    from edgekit.tuning.emulator import EmulatorRunner
+    *_, args_info = conv
+    forever = "int32_t __tvm_ffi_main(void *a, void *b, int32_t c, void *d) { for (;;) {} }"
+    inputs = [RunnerInput(str(candidate(tmp_path, f"hang{i}", source=forever)), "cpu", args_info) for i in range(3)]
+
+    def terminate_once_emulating():
+        deadline = time.monotonic() + 30
+        while not emulators() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # past the boot, into the endless kernel
+        os.kill(os.getpid(), signal.SIGTERM)
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        threading.Thread(target=terminate_once_emulating, daemon=True).start()
+        start = time.monotonic()
+        with pytest.raises((KeyboardInterrupt, RuntimeError)):  # TVM's FFI makes it a RuntimeError on the way out
+            EmulatorRunner(TARGET, jobs=2).run(inputs)
+        assert time.monotonic() - start < 30 and not emulators()
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
