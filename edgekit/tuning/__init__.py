@@ -86,9 +86,16 @@ class Tuned:
         self.database, self.target, self.path = database, tvm.target.Target(target), path
 
     def __call__(self, func):
+        """The best measured schedule of func, or None: none measured, or codegen's own was the fastest."""
         import tvm
-        sch = self.database.query_schedule(tvm.IRModule({"main": func}), self.target, workload_name="main")
-        return None if sch is None else sch.mod["main"]
+        from tvm.s_tir import Schedule
+        mod = tvm.IRModule({"main": func})
+        rec = self.database.query_tuning_record(mod, self.target, workload_name="main")
+        if rec is None or _is_baseline(rec.trace):
+            return None
+        sch = Schedule(mod)
+        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        return sch.mod["main"]
 
 
 def tuned_for(board, db: Path | None = None) -> Tuned | None:
@@ -175,24 +182,29 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             signal.signal(s, previous[s])
 
     jobs = max(1, min(4, os.cpu_count() or 1))
+    t0 = time.monotonic()
     with measure.work_dir() as work:
         builder = measure.CandidateBuilder(board, Path(work), jobs)
         runner = measure.runner(board, tracker, key, jobs)
-        untuned = _untuned(found, builder, runner, target)
-        # heaviest first: a short tune spends its rounds where the model spends its time
-        found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
-        contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
-                                   space_generator=ms.space_generator.ScheduleFn(
-                                       space.schedule, sch_rules=[], postprocs=[],
-                                       mutator_probs={ms.mutator.MutateTileSize(): 1.0}),
-                                   search_strategy=ms.search_strategy.EvolutionarySearch(
-                                       population_size=128, init_measured_ratio=0.1))
-                    for n, f, _ in found]
-        report = measure.Progress(found, untuned, trials, deadline, stop, progress,
-                                  "instructions" if board.kind == "mcu" else "s")
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        t0 = time.monotonic()
+        previous = {}
         try:
+            untuned = _untuned(found, builder, runner, target)
+            for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
+                if untuned.get(n) is not None:
+                    _commit_baseline(database, f, untuned[n], target)
+            # heaviest first: a short tune spends its rounds where the model spends its time
+            found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
+            mutators = {ms.mutator.MutateTileSize(): 1.0}
+            contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
+                                       space_generator=ms.space_generator.ScheduleFn(
+                                           space.schedule, sch_rules=[], postprocs=[], mutator_probs=mutators),
+                                       search_strategy=ms.search_strategy.EvolutionarySearch(
+                                           population_size=128, init_measured_ratio=0.1))
+                        for n, f, _ in found]
+            report = measure.Progress(found, untuned, trials, deadline, stop, progress,
+                                      "instructions" if board.kind == "mcu" else "s")
+            # from here a signal lets the round in flight finish: TVM's loop would turn an exception into its own
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
             ms.tune_tasks(tasks=contexts, task_weights=[float(c) for _, _, c in found], work_dir=str(work),
                           max_trials_global=trials or 10 ** 6, num_trials_per_iter=TRIALS_PER_ROUND,
                           builder=builder, runner=runner, database=database, cost_model="xgb",
@@ -226,6 +238,32 @@ def _untuned(found, builder, runner, target) -> dict:
     return res
 
 
+BASELINE = "edgekit.codegen_schedule"
+
+
+def _commit_baseline(database, func, seconds: float, target) -> None:
+    """A record standing for the kernel as codegen schedules it (shrink), measured: a trace that only marks
+    the root block (MetaSchedule skips records whose trace is empty)."""
+    import tvm
+    from tvm.s_tir import Schedule, meta_schedule as ms
+    mod = tvm.IRModule({"main": func})
+    sch = Schedule(mod)
+    sch.annotate(sch.get_sblock("root"), BASELINE, 1)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, database.commit_workload(mod), [seconds], target, ms.arg_info.ArgInfo.from_prim_func(func)))
+
+
+def _is_baseline(trace) -> bool:
+    return any(i.kind.name == "Annotate" and str(i.attrs[0]) == BASELINE for i in trace.insts)
+
+
+def is_baseline(func) -> bool:
+    """func is that record's trace applied: its root block carries the mark."""
+    from tvm.s_tir import Schedule
+    sch = Schedule(func)
+    return BASELINE in sch.get(sch.get_sblock("root")).annotations
+
+
 def _close(runner) -> None:
     """Runner worker processes end with the tune, however it ends."""
     pool = getattr(runner, "pool", None)
@@ -243,7 +281,8 @@ def _table(found, untuned, tuned, target) -> list[dict]:
     for n, f, calls in found:
         rec = tuned.database.query_tuning_record(tvm.IRModule({"main": f}), target, workload_name="main")
         best = measure.seconds(rec) if rec is not None and rec.run_secs else None
-        rows.append({"kernel": n, "calls": calls, "untuned": untuned.get(n), "tuned": best})
+        rows.append({"kernel": n, "calls": calls, "untuned": untuned.get(n), "tuned": best,
+                     "schedule": "codegen" if rec is None or _is_baseline(rec.trace) else "template"})
     total = sum((r["tuned"] or r["untuned"] or 0) * r["calls"] for r in rows) or 1.0
     for r in rows:
         r["share"] = (r["tuned"] or r["untuned"] or 0) * r["calls"] / total

@@ -52,6 +52,7 @@ def schedule(sch, tiles: list | None = None) -> None:
     spatial = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) > 1]
     reduce = [lp for lp, k in zip(loops, kinds) if k != 0]
     unit = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) == 1]
+    reads_data = _indexes_data(block, loops)
     if len(spatial) >= 2 and _pointwise(sch, red, reduce):  # (h, w) is one contiguous axis: one long inner loop
         spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
     outer, inner = [], []
@@ -60,8 +61,10 @@ def schedule(sch, tiles: list | None = None) -> None:
         o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE,
                                        decision=tiles[i] if tiles else None)
         lo, li = sch.split(lp, [o, n])
-        outer.append(lo)
+        outer.append((lo, reads_data.get(lp, True)))
         inner.append(li)
+    # outer loops that move over the input first: an input tile (padded) then serves every output-channel block
+    outer = [lo for lo, _ in sorted(outer, key=lambda t: not t[1])]
     sch.reorder(*unit, *outer, *reduce, *inner)
     for li in inner[:-1]:
         sch.unroll(li)
@@ -71,13 +74,13 @@ def schedule(sch, tiles: list | None = None) -> None:
             # layer's zero border) under the tile too, and its border elements are then never written
             if sch.get(c).name_hint in outs and _shape(sch.get(c).writes[0]) == _shape(sch.get(red).writes[0]):
                 sch.reverse_compute_at(c, outer[-1], preserve_unit_loops=False)
-    for b in pads:
-        sch.compute_at(b, outer[-1] if outer else reduce[0], preserve_unit_loops=False)
-        sch.set_scope(b, 0, "local")
     if sch.get(red).name_hint not in outs:  # the accumulators: a C array on the stack, not an arena workspace
         sch.set_scope(red, 0, "local")
     if len(outer) >= 2:  # before decompose_reduction: TVM's parallel check wants the reduction block whole
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
+    for b in pads:  # where to pad is the search's choice: per tile, or once for more tiles
+        sch.set_scope(b, 0, "local")
+        sch.compute_at(b, sch.sample_compute_location(b), preserve_unit_loops=False)
     # initialise the register tile once, above the reduction loops
     sch.decompose_reduction(red, reduce[0] if reduce else inner[0])
 
@@ -99,3 +102,12 @@ def _shape(region) -> list:
 def _is_padding(block) -> bool:
     """A copy into a larger buffer (zero padding): its loads need a bounds branch."""
     return len(block.reads) == 1 and _shape(block.writes[0]) != _shape(block.reads[0])
+
+
+def _indexes_data(block, loops) -> dict:
+    """For each loop of the block: whether its variable indexes the block's first input (the data; a
+    convolution's output channels do not, a depthwise one's do)."""
+    from tvm.tirx.analysis import undefined_vars
+    names = {v.name for r in block.reads[:1] for rng in r.region for v in undefined_vars(rng.min)}
+    return {lp: iv.var.name in names for lp, iv in zip(loops, block.iter_vars)}
+
