@@ -49,3 +49,5 @@ bench: deps
 	$(PY) benchmarks/corpus.py
 	$(PY) benchmarks/mlperf_vww.py
 	$(PY) benchmarks/int8_cortexm.py
+	$(PY) benchmarks/tune_host.py
+	$(PY) benchmarks/tune_cortexm.py

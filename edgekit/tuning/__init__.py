@@ -94,7 +94,12 @@ class Tuned:
         if rec is None or _is_baseline(rec.trace):
             return None
         sch = Schedule(mod)
-        rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        try:
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+        except Exception as e:  # noqa: BLE001 (TVM's error types) a record this TVM cannot replay: not a wrong kernel
+            warn(f"a record in {self.path} does not apply ({str(e).strip().splitlines()[-1][:120]}): "
+                 "that kernel keeps codegen's schedule")
+            return None
         return sch.mod["main"]
 
 

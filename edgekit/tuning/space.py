@@ -4,7 +4,7 @@ Its free choices (tile sizes, which loops unroll) are MetaSchedule sampling inst
 mutates them and the database stores them as a trace. Kernels without a reduction keep codegen's schedule."""
 from __future__ import annotations
 
-VERSION = "1"  # of this template: records hold its traces, so a changed template starts a new database
+VERSION = "2"  # of this template: records hold its traces, so a changed template starts a new database
 
 MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
 MAX_REGISTER_TILE = 8  # the other register-tile axes (unrolled): their product times the inner tile is the
@@ -30,7 +30,7 @@ def schedule(sch, tiles: list | None = None) -> None:
     """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
     then the inner tile (the register tile: its accumulators live across the reduction); compute the
     epilogue (bias, activation, padding of the next layer) per outer tile, while the tile is in cache.
-    The outermost spatial loops are fused and marked parallel (codegen splits them across threads)."""
+    The outer loops are fused into one, marked parallel: codegen splits it across threads, a tile per task."""
     from ..codegen.lower import _is_reduction
     root = sch.get_sblock("root")
     outs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
@@ -76,8 +76,9 @@ def schedule(sch, tiles: list | None = None) -> None:
                 sch.reverse_compute_at(c, outer[-1], preserve_unit_loops=False)
     if sch.get(red).name_hint not in outs:  # the accumulators: a C array on the stack, not an arena workspace
         sch.set_scope(red, 0, "local")
-    if len(outer) >= 2:  # before decompose_reduction: TVM's parallel check wants the reduction block whole
-        sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
+    if outer:  # every outer tile is a task (before decompose_reduction: TVM's parallel check wants the block whole)
+        outer = [sch.fuse(*outer) if len(outer) > 1 else outer[0]]
+        sch.parallel(outer[0])
     for b in pads:  # where to pad is the search's choice: per tile, or once for more tiles
         sch.set_scope(b, 0, "local")
         sch.compute_at(b, sch.sample_compute_location(b), preserve_unit_loops=False)
