@@ -16,7 +16,27 @@ import pytest
 from conftest import run_edgekit
 from test_signals import assert_clean_exit, marked, start, wait_for
 
-MODEL = ["--arch", "v1", "--alpha", "0.25", "--resolution", "32", "--classes", "10"]
+
+
+@pytest.fixture(scope="module")
+def block(tmp_path_factory) -> Path:
+    """A MobileNet block as ONNX: the stem (3x3 s2, padded), depthwise 3x3, pointwise, pooling, classifier.
+    Small, and without TensorFlow, so the CLI tests spend their time tuning."""
+    import onnx
+    from onnx import helper
+    from graphgen import make_model
+    rng = np.random.default_rng(0)
+    w = lambda *s: rng.uniform(-0.5, 0.5, s).astype(np.float32)  # noqa: E731
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]), n("Relu", ["c1"], ["r1"]),
+             n("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=16), n("Relu", ["c2"], ["r2"]),
+             n("Conv", ["r2", "w3", "b3"], ["c3"]), n("Relu", ["c3"], ["r3"]),
+             n("GlobalAveragePool", ["r3"], ["p"]), n("Flatten", ["p"], ["f"]), n("Gemm", ["f", "w4", "b4"], ["y"])]
+    inits = {"w1": w(16, 3, 3, 3), "b1": w(16), "w2": w(16, 1, 3, 3), "b2": w(16), "w3": w(32, 16, 1, 1),
+             "b3": w(32), "w4": w(32, 10), "b4": w(10)}
+    path = tmp_path_factory.mktemp("block") / "block.onnx"
+    onnx.save(make_model(nodes, [1, 3, 48, 48], [1, 10], inits), str(path))
+    return path
 
 
 def _kernels(onnx_model):
@@ -45,23 +65,23 @@ def _run(func, kernel_func, tmp, seed=0):
 
 
 def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
-    """Random points of the template (tile sizes, the epilogue and padding moved under the tile) against
-    codegen's untuned schedule, on every kernel kind of a MobileNet V1 and V2 (stem, depthwise s1/s2,
-    pointwise, padded outputs, pooling, the classifier)."""
+    """Random points of the template (tile sizes, where padding goes, the epilogue under the tile) against
+    codegen's untuned schedule, on every kernel of a MobileNet V2 (stem, depthwise s1/s2, pointwise with and
+    without residual, padded outputs, pooling, the classifier)."""
     from tvm import s_tir
     from edgekit.codegen.lower import shrink
     from edgekit.tuning import space
     n = 0
-    for arch in ("v1", "v2"):
-        for name, func, _ in _kernels(onnx_models(arch, 0.25, 32, 10)):
+    for arch in ("v2",):
+        for name, func, _ in _kernels(onnx_models(arch, 0.35, 64, 10)):  # the export test_models makes
             ref = _run(func, shrink(func)[0], tmp_path / f"{arch}{name}ref")
-            for seed in (1, 2, 3):
+            for seed in (1, 2):
                 sch = s_tir.Schedule(func, seed=seed)
                 space.schedule(sch)
                 got = _run(func, sch.mod["main"], tmp_path / f"{arch}{name}{seed}")
                 np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{arch} {name} {sch.trace}")
                 n += 1
-    assert n >= 60
+    assert n >= 40
 
 
 def _free_port() -> int:
@@ -101,11 +121,12 @@ def tracker():
             p.wait()
 
 
-def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, tmp_path):
+def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, block, tmp_path):
+    model = ["--model", block]
     env_cache = tmp_path / "cache"
     os.environ["XDG_CACHE_HOME"] = str(env_cache)
     try:
-        r = run_edgekit("tune", "--target", "host", *MODEL, "--trials", "16", "--tracker", tracker,
+        r = run_edgekit("tune", "--target", "host", *model, "--trials", "16", "--tracker", tracker,
                         "--key", "edgekit-test", "--json", timeout=900)
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
@@ -117,7 +138,7 @@ def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, tmp
         assert tuned and all(k["tuned"] <= k["untuned"] for k in res["kernels"])  # codegen's schedule competes
         assert abs(sum(k["share"] for k in res["kernels"]) - 1) < 1e-6
 
-        b = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "b", "--json")
+        b = run_edgekit("build", "--target", "host", *model, "--out", tmp_path / "b", "--json")
         assert b.returncode == 0, b.stderr
         t = json.loads(b.stdout)["tuning"]
         assert t["database"] == str(db) and 1 <= t["kernels_tuned"] <= t["kernels"]
@@ -125,16 +146,16 @@ def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, tmp
         v = run_edgekit("validate", tmp_path / "b", "--inputs", "3", "--json")
         assert v.returncode == 0 and json.loads(v.stdout)["validation"]["passed"], v.stdout + v.stderr
 
-        plain = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "p", "--no-tuning", "--json")
+        plain = run_edgekit("build", "--target", "host", *model, "--out", tmp_path / "p", "--no-tuning", "--json")
         assert json.loads(plain.stdout)["tuning"] == {"database": None, "kernels_tuned": 0, "kernels": t["kernels"]}
     finally:
         del os.environ["XDG_CACHE_HOME"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_tune_keeps_a_usable_database_and_no_process(tmp_path, sig):
+def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path, sig):
     db = tmp_path / "db"
-    p = start(["tune", "--target", "host", *MODEL, "--minutes", "10", "--db", db], tmp_path,
+    p = start(["tune", "--target", "host", "--model", block, "--minutes", "10", "--db", db], tmp_path,
               start_new_session=True)
     records = db / "records.json"
     from edgekit.tuning import BASELINE
@@ -150,7 +171,7 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(tmp_path, sig):
     try:
         (tmp_path / "cache" / "edgekit" / "tuning").mkdir(parents=True)
         os.symlink(db, tmp_path / "cache" / "edgekit" / "tuning" / "host")
-        b = run_edgekit("build", "--target", "host", *MODEL, "--out", tmp_path / "b", "--json")
+        b = run_edgekit("build", "--target", "host", "--model", block, "--out", tmp_path / "b", "--json")
     finally:
         del os.environ["XDG_CACHE_HOME"]
     assert b.returncode == 0, b.stderr
@@ -170,8 +191,8 @@ def test_a_record_cut_short_is_dropped(tmp_path):
     assert f.read_text() == '[0, [1]]\n[1, [2]]\n'
 
 
-def test_bad_usage_is_one_line():
+def test_bad_usage_is_one_line(block):
     for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "serial port"),
                         (["--trials", "0"], "positive")):
-        r = run_edgekit("tune", "--target", "host", *MODEL, *args)
+        r = run_edgekit("tune", "--target", "host", "--model", block, *args)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -108,7 +108,6 @@ def seconds(result) -> float:
     return secs[len(secs) // 2]
 
 
-
 @derived_object
 class Progress(ms.measure_callback.PyMeasureCallback):
     """After each round: tell progress() how far we are; stop every task when time is up or a signal came."""
