@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import run_edgekit
-from test_signals import assert_clean_exit, marked, start, wait_for
+from test_signals import assert_clean_exit, start, wait_for
 
 
 
