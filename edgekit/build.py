@@ -40,7 +40,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     check_budget=False keeps a build that does not fit the board (its memory report says by how much).
     tuning: apply the target's tuning database (`db`, default tuning.database_dir) where it has records."""
     board = targets.get(target)
-    _check_inputs(board, model, weights, quantize, calibration, mlperf)
+    check_inputs(board, model, weights, quantize, calibration, mlperf)
     cfg = None if model is not None else (cfg or ModelConfig())
     out = Path(out) if out else default_dir(target, cfg, model)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
@@ -73,7 +73,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     return {**manifest, "build_dir": str(out)}
 
 
-def _check_inputs(board, model, weights, quantize, calibration, mlperf) -> None:
+def check_inputs(board, model, weights, quantize, calibration, mlperf) -> None:
     from .export import MODEL_SUFFIXES, WEIGHTS_SUFFIXES, check_file
     if model is not None and weights is not None:
         raise UsageError("--weights applies to edgekit's MobileNets, not to --model files: drop one of them")

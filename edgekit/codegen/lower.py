@@ -177,10 +177,11 @@ def parallelize(func):
 def parallel_loop(func):
     """(loop var name, extent) of the loop a schedule marked PARALLEL, or None."""
     from tvm import s_tir
+    from tvm.tirx import ForKind
     sch = s_tir.Schedule(func)
     for block in sch.get_output_blocks(sch.get_sblock("root")):
         for loop in sch.get_loops(block):
-            if int(sch.get(loop).kind) == 1:  # ForKind.PARALLEL
+            if sch.get(loop).kind == ForKind.PARALLEL:
                 return sch.get(loop).loop_var.name, _extent(sch, loop)
     return None
 

@@ -131,11 +131,11 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
     """`edgekit tune`: the model through the same front end as `edgekit build`, then tune()."""
     import tempfile
     from .. import target as targets
-    from ..build import _check_inputs, front_end
+    from ..build import check_inputs, front_end
     from ..errors import UsageError
     from ..models import ModelConfig
     board = targets.get(target)
-    _check_inputs(board, model, weights, quantize, calibration, None)
+    check_inputs(board, model, weights, quantize, calibration, None)
     if board.kind == "cuda":
         raise UsageError(f"edgekit tune measures edgekit's C kernels: {board.name} runs TVM's CUDA build, "
                          "which it does not tune yet")
@@ -270,13 +270,11 @@ def is_baseline(func) -> bool:
 
 
 def _close(runner) -> None:
-    """Runner worker processes end with the tune, however it ends."""
+    """Runner worker processes (TVM's local and RPC runners keep a pool) end with the tune, however it ends;
+    the emulator runner ends its QEMUs within each run."""
     pool = getattr(runner, "pool", None)
     if pool is not None:
         pool.shutdown()
-    close = getattr(runner, "close", None)
-    if close is not None:
-        close()
 
 
 def _table(found, untuned, tuned, target) -> list[dict]:

@@ -26,7 +26,7 @@ def tunable(func) -> bool:
     return reduction_block(s_tir.Schedule(func)) is not None
 
 
-def schedule(sch, tiles: list | None = None) -> None:
+def schedule(sch) -> None:
     """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
     then the inner tile (the register tile: its accumulators live across the reduction); compute the
     epilogue (bias, activation, padding of the next layer) per outer tile, while the tile is in cache.
@@ -58,8 +58,7 @@ def schedule(sch, tiles: list | None = None) -> None:
     outer, inner = [], []
     for i, lp in enumerate(spatial):
         last = i == len(spatial) - 1
-        o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE,
-                                       decision=tiles[i] if tiles else None)
+        o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE)
         lo, li = sch.split(lp, [o, n])
         outer.append((lo, reads_data.get(lp, True)))
         inner.append(li)
