@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__, target as targets
-from .errors import UsageError
+from .errors import UsageError, checkpoint, checkpointed
 from .models import ModelConfig, count, count_onnx, layers
 
 BUILD_ROOT = Path("build")
@@ -41,6 +41,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     tuning: apply the target's tuning database (`db`, default tuning.database_dir) where it has records."""
     board = targets.get(target)
     check_inputs(board, model, weights, quantize, calibration, mlperf)
+    stage = checkpointed(stage)
     cfg = None if model is not None else (cfg or ModelConfig())
     out = Path(out) if out else default_dir(target, cfg, model)
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
@@ -63,6 +64,7 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
         if manifest.get("quantization") == "int8":
             manifest["artifact"]["tflite"] = "model.tflite"
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        checkpoint()  # an interrupt a library swallowed on the way commits nothing
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .errors import UsageError, WorkError
+from .errors import PENDING_SIGNALS, UsageError, WorkError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deploy MobileNets (and any ONNX model) to edge boards with Apache TVM. "
@@ -481,10 +481,23 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def _interrupted(signum, frame):
     """SIGTERM and SIGHUP (timeout, CI runners, docker stop, a closed terminal) take Ctrl-C's path: every
     `finally` then ends the emulator, runner or ssh and removes temporary and half-written directories.
-    Signals that come during that clean-up are ignored, so it runs to the end."""
+    Signals that come during that clean-up are ignored, so it runs to the end. Inside TVM the interrupt
+    waits for edgekit's next checkpoint (errors.PENDING_SIGNALS says why)."""
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    PENDING_SIGNALS.append(signum)
+    if not _inside_tvm(frame):
+        raise KeyboardInterrupt
+
+
+def _inside_tvm(frame) -> bool:
+    roots = tuple(str(Path(m.__file__).parent) + "/" for name in ("tvm", "tvm_ffi")
+                  if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None))
+    while roots and frame is not None:
+        if frame.f_code.co_filename.startswith(roots):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def main():
@@ -496,7 +509,12 @@ def main():
         sys.argv.remove("--verbose")
     with nullcontext() if verbose else _library_output_hidden():
         try:
-            app()  # typer handles --help and usage errors (exit 2) itself
+            try:
+                app()  # typer handles --help and usage errors (exit 2) itself
+            except SystemExit as e:
+                if PENDING_SIGNALS and not e.code:  # a library swallowed the interrupt: it still ends the run
+                    sys.exit(130)
+                raise
         except (UsageError, WorkError) as e:
             sys.stderr.write(f"edgekit: error: {e}\n")
             sys.exit(e.exit_code)

@@ -19,3 +19,25 @@ class WorkError(Exception):
 
 class InternalError(WorkError):
     """edgekit itself went wrong (a broken invariant): exit 1, nothing half-made is kept."""
+
+
+# A signal that comes while TVM runs Python called back from its C++ (constant folding builds and runs TIR
+# through Python) must not be raised there: TVM turns the exception into its own error, or swallows it and
+# goes on with half a result (seen: a build that then emitted C naming a constant it never defined). The
+# CLI's handler records every signal here and raises at once only outside TVM; edgekit's stages call
+# checkpoint() between steps, so a deferred or swallowed interrupt still ends the work before it commits.
+PENDING_SIGNALS: list[int] = []
+
+
+def checkpoint() -> None:
+    """Raise KeyboardInterrupt if a signal came and has not ended the work yet."""
+    if PENDING_SIGNALS:
+        raise KeyboardInterrupt
+
+
+def checkpointed(stage):
+    """A stage callback (build's progress lines) that is also a checkpoint: every step of the pipeline is one."""
+    def checked(step: str) -> None:
+        checkpoint()
+        stage(step)
+    return checked

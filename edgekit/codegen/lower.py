@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import checkpoint
+
 
 @dataclass
 class Tensor:
@@ -327,6 +329,7 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
             gv, args = e.args[0], e.args[1].fields
             tensors[tname] = Tensor(tname, shape, dtype, kind)
             if gv.name_hint not in kernels:
+                checkpoint()  # each kernel build is a few TVM passes: a deferred interrupt ends the lowering here
                 func = mod[gv]
                 best = tuned(func) if tuned is not None and not _is_scheduled(func) else None
                 if best is not None:

@@ -132,10 +132,11 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
     import tempfile
     from .. import target as targets
     from ..build import check_inputs, front_end
-    from ..errors import UsageError
+    from ..errors import UsageError, checkpointed
     from ..models import ModelConfig
     board = targets.get(target)
     check_inputs(board, model, weights, quantize, calibration, None)
+    stage = checkpointed(stage)
     if board.kind == "cuda":
         raise UsageError(f"edgekit tune measures edgekit's C kernels: {board.name} runs TVM's CUDA build, "
                          "which it does not tune yet")
