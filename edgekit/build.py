@@ -183,6 +183,7 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
     tuning database's schedules (tuning.Tuned), or None."""
     from .tuning import stack_bytes
     from .codegen import generate
+    from .compiler import for_board
     from .firmware import build_firmware
     from .mlperf import config_lines, declare
 
@@ -192,7 +193,7 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
 
     c_dir = d / "c"
     try:
-        info = generate(mod, c_dir, name, mcpu=board.core, threads=board.kind == "linux",  # MCUs: no threads
+        info = generate(for_board(mod, board), c_dir, name, mcpu=board.core, threads=board.kind == "linux",
                         tuned=tuned, stack_bytes=stack_bytes(board))
     except NotImplementedError as e:  # a model shape the C generator does not handle yet
         raise UsageError(f"{e}: this model cannot be built for {board.name} yet") from None
@@ -208,5 +209,5 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},
             "memory": memory, "layers": len(info["layers"]),
-            "tuning": {"database": str(tuned.path) if tuned else None, "kernels_tuned": info["kernels_tuned"],
+            "tuning": {"database": str(tuned.path) if tuned and tuned.database is not None else None, "kernels_tuned": info["kernels_tuned"],
                        "kernels": info["kernels"]}}

@@ -14,7 +14,7 @@ def import_onnx(model):
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model))
-    model = _fold_shapes(model)
+    model = _fold_pads(_fold_shapes(model))
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
     try:
@@ -25,6 +25,58 @@ def import_onnx(model):
                          "or export the model with plainer ones") from None
     return relax.transform.DecomposeOpsForInference()(mod)
 
+
+def for_board(mod, board):
+    """The module in the board's own layout (its TOML's tvm.layout): every convolution NHWC with HWIO weights,
+    so each kernel's innermost loop runs over channels, contiguous in its input, weights and output, which gcc
+    vectorizes; the model's input and output keep their ONNX layout (TVM inserts the transposes)."""
+    from tvm import relax
+    layout = board.data["tvm"].get("layout")
+    if layout is None:
+        return mod
+    if layout != "NHWC":
+        raise UsageError(f"targets/{board.name}.toml: tvm.layout {layout!r} is not supported (NHWC, or none)")
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
+
+
+def _fold_pads(model):
+    """A zero Pad of the spatial axes that only feeds Convs becomes their padding (tf2onnx writes one before each
+    stride-2 convolution, where TensorFlow pads asymmetrically): one kernel less, and no pad for a board's layout
+    conversion to go around (ConvertLayout does not move Pads, so each would cost two transposes)."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    attr = lambda node, name, default=None: next(  # noqa: E731
+        (onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
+    for pad in list(g.node):
+        if pad.op_type != "Pad" or len(pad.input) not in (2, 3) or pad.input[1] not in consts:
+            continue
+        value = pad.input[2] if len(pad.input) == 3 and pad.input[2] else None
+        convs = consumers.get(pad.output[0], [])
+        pads = [int(v) for v in consts[pad.input[1]]]
+        rank = len(pads) // 2
+        if attr(pad, "mode", b"constant") != b"constant" or (value is not None and (
+                value not in consts or float(consts[value]) != 0)) or rank < 3 or min(pads) < 0 \
+                or any(pads[i] or pads[rank + i] for i in (0, 1)) or pad.output[0] in {o.name for o in g.output} \
+                or not convs or any(c.op_type != "Conv" or c.input[0] != pad.output[0] for c in convs) \
+                or any(attr(c, "auto_pad", b"NOTSET") != b"NOTSET" for c in convs):
+            continue
+        for c in convs:
+            have = list(attr(c, "pads", [0] * (2 * rank - 4)))
+            merged = [have[i] + pads[2 + i] for i in range(rank - 2)] + \
+                     [have[rank - 2 + i] + pads[rank + 2 + i] for i in range(rank - 2)]
+            for a in [a for a in c.attribute if a.name == "pads"]:
+                c.attribute.remove(a)
+            c.attribute.append(onnx.helper.make_attribute("pads", merged))
+            c.input[0] = pad.input[0]
+        g.node.remove(pad)
+    return model
 
 
 def _fold_shapes(model):

@@ -272,7 +272,7 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
           stack_bytes: int = 0) -> Program:
     """Fuse, schedule and build every kernel; flatten main into calls over named tensors.
     threads: also split one outer loop of each heavy kernel across threads (Linux boards).
-    tuned(func): the tuned schedule of a kernel, or None (tuning.Tuned reads the database). Its tiles of up
+    tuned(func): (schedule, from the tuning database) for a kernel, or None (tuning.Tuned). Its tiles of up
     to stack_bytes go on the stack (stack_tiles), as they were when measured."""
     from tvm.ir.expr import Call as RCall, GenericConst, Var
     mod = _fuse(mod)
@@ -333,9 +333,10 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
                 func = mod[gv]
                 best = tuned(func) if tuned is not None and not _is_scheduled(func) else None
                 if best is not None:
+                    best, measured = best
                     par = parallel_loop(best) if threads else None
                     kernels[gv.name_hint] = build_kernel(best, f"{prefix}_{gv.name_hint}", target, par, stack_bytes)
-                    kernels[gv.name_hint].tuned = True
+                    kernels[gv.name_hint].tuned = measured
                 else:  # hand-scheduled kernels (int8 micro-kernels) stay as they are
                     par = None
                     if schedule and not _is_scheduled(func):

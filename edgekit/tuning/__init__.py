@@ -79,19 +79,29 @@ def open_database(path: Path, create: bool = False):
 
 
 class Tuned:
-    """What codegen asks of the database: each kernel's tuned schedule, if one was measured."""
+    """What codegen asks of the tuning stage: each kernel's best measured schedule; on boards with a seed (Linux
+    boards), the search's first seed for a kernel not measured yet."""
 
-    def __init__(self, database, target: dict, path: Path):
+    def __init__(self, database, target: dict, path: Path, seed: tuple[int, int] | None = None):
         import tvm
-        self.database, self.target, self.path = database, tvm.target.Target(target), path
+        self.database, self.target, self.path, self.seed = database, tvm.target.Target(target), path, seed
 
     def __call__(self, func):
-        """The best measured schedule of func, or None: none measured, or codegen's own was the fastest."""
+        """(schedule, from the database) for func, or None: codegen's own schedule, measured the fastest, or
+        nothing known."""
         import tvm
         from tvm.s_tir import Schedule
+        from . import space
         mod = tvm.IRModule({"main": func})
-        rec = self.database.query_tuning_record(mod, self.target, workload_name="main")
-        if rec is None or _is_baseline(rec.trace):
+        rec = None if self.database is None else self.database.query_tuning_record(mod, self.target,
+                                                                                 workload_name="main")
+        if rec is None:
+            if self.seed is None or not space.tunable(func):
+                return None
+            sch = Schedule(mod, seed=1)  # as _commit_seeds measures it
+            space.schedule(sch, self.seed)
+            return sch.mod["main"], False
+        if _is_baseline(rec.trace):
             return None
         sch = Schedule(mod)
         try:
@@ -100,13 +110,15 @@ class Tuned:
             warn(f"a record in {self.path} does not apply ({str(e).strip().splitlines()[-1][:120]}): "
                  "that kernel keeps codegen's schedule")
             return None
-        return sch.mod["main"]
+        return sch.mod["main"], True
 
 
 def tuned_for(board, db: Path | None = None) -> Tuned | None:
+    from . import space
     path = database_dir(board.name, db)
     database = open_database(path)
-    return None if database is None else Tuned(database, c_target(board), path)
+    seed = space.seeds(board)[0] if board.kind == "linux" else None  # MCU builds keep codegen's small arena
+    return None if database is None and seed is None else Tuned(database, c_target(board), path, seed)
 
 
 def tasks(mod) -> list[tuple[str, object, int]]:
@@ -171,7 +183,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     import tvm
     from . import measure, space
 
-    found = tasks(mod)
+    from ..compiler import for_board
+    found = tasks(for_board(mod, board))
     if not found:
         return {"database": str(database_dir(board.name, db)), "kernels": [], "trials": 0, "seconds": 0.0}
     path = database_dir(board.name, db)
@@ -198,6 +211,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
                 if untuned.get(n) is not None:
                     _commit_baseline(database, f, untuned[n], target)
+            _commit_seeds(found, space.seeds(board), builder, runner, database, target)
             # heaviest first: a short tune spends its rounds where the model spends its time
             found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
             mutators = {ms.mutator.MutateTileSize(): 1.0}
@@ -227,21 +241,45 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
 
 
-def _untuned(found, builder, runner, target) -> dict:
-    """Each kernel with codegen's own schedule, measured the same way: the table's baseline."""
+def _measure(funcs, builder, runner, target) -> list:
+    """Seconds (or instructions) of each PrimFunc as built and run by the tuning's own builder and runner;
+    None where it failed to build or run."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
-    from ..codegen.lower import shrink
     from . import measure
-    inputs = [ms.builder.BuilderInput(tvm.IRModule({"main": shrink(f)[0]}), target) for _, f, _ in found]
-    built = builder.build(inputs)
+    built = builder.build([ms.builder.BuilderInput(tvm.IRModule({"main": f}), target) for f in funcs])
     run = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(f))
-                      for b, (_, f, _) in zip(built, found) if b.error_msg is None])
-    res, it = {}, iter(run)
-    for b, (n, _, _) in zip(built, found):
+                      for b, f in zip(built, funcs) if b.error_msg is None])
+    res, it = [], iter(run)
+    for b in built:
         r = next(it).result() if b.error_msg is None else None
-        res[n] = measure.seconds(r) if r is not None and r.error_msg is None else None
+        res.append(measure.seconds(r) if r is not None and r.error_msg is None else None)
     return res
+
+
+def _untuned(found, builder, runner, target) -> dict:
+    """Each kernel with codegen's own schedule, measured the same way: the table's baseline."""
+    from ..codegen.lower import shrink
+    return dict(zip([n for n, _, _ in found], _measure([shrink(f)[0] for _, f, _ in found], builder, runner, target)))
+
+
+def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
+    """The template at each of the board kind's seed tiles (space.seed_tiles), measured and recorded: the
+    search's best records start its population, so a short tune starts from tiles that vectorize."""
+    import tvm
+    from tvm.s_tir import Schedule, meta_schedule as ms
+    from . import space
+    schedules = []
+    for _, f, _ in found:
+        for seed in seeds:
+            sch = Schedule(tvm.IRModule({"main": f}), seed=1)  # the padding's place is sampled: the same each time
+            space.schedule(sch, seed)
+            schedules.append((f, sch))
+    for (f, sch), secs in zip(schedules, _measure([s.mod["main"] for _, s in schedules], builder, runner, target)):
+        if secs is not None:
+            mod = tvm.IRModule({"main": f})
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(mod), [secs], target, ms.arg_info.ArgInfo.from_prim_func(f)))
 
 
 BASELINE = "edgekit.codegen_schedule"

@@ -4,11 +4,19 @@ Its free choices (tile sizes, which loops unroll) are MetaSchedule sampling inst
 mutates them and the database stores them as a trace. Kernels without a reduction keep codegen's schedule."""
 from __future__ import annotations
 
-VERSION = "2"  # of this template: records hold its traces, so a changed template starts a new database
+VERSION = "3"  # of this template: records hold its traces, so a changed template starts a new database
 
 MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
-MAX_REGISTER_TILE = 8  # the other register-tile axes (unrolled): their product times the inner tile is the
-                       # accumulator count, which must stay near the register file
+MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product times the inner tile is the
+                        # accumulator count, which must stay near the register file
+
+
+def seeds(board) -> list[tuple[int, int]]:
+    """Where the search starts: (vector width, accumulators) in floats, for seed_tiles; the first is also the
+    schedule of a Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes
+    per SIMD register; 1 where there is none), eight vectors of accumulators, and a narrower second guess."""
+    v = int(board.data["tvm"].get("vector_floats", 1))
+    return [(v, 8 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
 
 
 def reduction_block(sch):
@@ -26,11 +34,27 @@ def tunable(func) -> bool:
     return reduction_block(s_tir.Schedule(func)) is not None
 
 
-def schedule(sch) -> None:
+def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
+    """The register tile a vectorizing compiler does well with, for spatial loops of these extents (innermost
+    last): the innermost axis a few vectors wide, the next one as long as the accumulators (their product)
+    fit in `registers` floats, the others 1. Where the search starts, not where it must end."""
+    def divisor(n, cap):  # the largest divisor of n up to cap, whole vectors first
+        ds = [d for d in range(1, min(n, cap) + 1) if n % d == 0]
+        return max(ds, key=lambda d: (d % vector == 0 or d >= n, d))
+    tiles = [1] * len(extents)
+    if extents:
+        tiles[-1] = divisor(extents[-1], 2 * vector)
+    if len(extents) > 1:
+        tiles[-2] = divisor(extents[-2], max(1, min(MAX_REGISTER_TILE, registers // tiles[-1])))
+    return tiles
+
+
+def schedule(sch, seed: tuple[int, int] | None = None) -> None:
     """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
     then the inner tile (the register tile: its accumulators live across the reduction); compute the
     epilogue (bias, activation, padding of the next layer) per outer tile, while the tile is in cache.
-    The outer loops are fused into one, marked parallel: codegen splits it across threads, a tile per task."""
+    The outer loops are fused into one, marked parallel: codegen splits it across threads, a tile per task.
+    seed (vector width, register file, in floats): fix the tiles at seed_tiles' choice, the search's start."""
     from ..codegen.lower import _is_reduction
     root = sch.get_sblock("root")
     outs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
@@ -55,10 +79,14 @@ def schedule(sch) -> None:
     reads_data = _indexes_data(block, loops)
     if len(spatial) >= 2 and _pointwise(sch, red, reduce):  # (h, w) is one contiguous axis: one long inner loop
         spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
+    extents = [int(sch.get(lp).extent) for lp in spatial]
+    fixed = seed_tiles(extents, *seed) if seed else [None] * len(spatial)
     outer, inner = [], []
     for i, lp in enumerate(spatial):
         last = i == len(spatial) - 1
-        o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE)
+        decision = None if fixed[i] is None else [extents[i] // fixed[i], fixed[i]]
+        o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE,
+                                       decision=decision)
         lo, li = sch.split(lp, [o, n])
         outer.append((lo, reads_data.get(lp, True)))
         inner.append(li)
