@@ -65,6 +65,7 @@ def main():
         tmp = Path(tmp)
         for name, cfg in MODELS.items():
             plain = build("host", cfg, out=tmp / "plain", tuning=False)
+            seeded = build("host", cfg, out=tmp / "seeded", db=tmp / "no-database")  # seed tiles, no records
             db = tmp / f"db-{cfg.arch}"
             t0 = time.monotonic()
             res = tune(host, import_onnx(Path(plain["build_dir"]) / "model.onnx"), minutes=args.minutes, db=db)
@@ -73,13 +74,13 @@ def main():
             d, dp = Path(tuned["build_dir"]), Path(plain["build_dir"])
             x = np.random.default_rng(0).uniform(-1, 1, tuned["input_shape"]).astype(np.float32)
             xt = x.transpose(0, 2, 3, 1).copy()  # TFLite takes NHWC
-            rows = {k: [] for k in ("edgekit", "untuned", "ort", "xnnpack")}
+            rows = {k: [] for k in ("edgekit", "seeds", "untuned", "ort", "xnnpack")}
             per = {t: {k: [] for k in rows} for t in (1, 2)}
             sessions = {t: ort_session(d / "model.onnx", t) for t in (1, 2)}
             interps = {t: xnnpack_interpreter(cfg, tmp, t) for t in (1, 2)}
             for _ in range(args.rounds):
                 for t in (1, 2):
-                    for key, bdir in (("edgekit", d), ("untuned", dp)):
+                    for key, bdir in (("edgekit", d), ("seeds", Path(seeded["build_dir"])), ("untuned", dp)):
                         with board.connect(bdir, threads=t) as (_, dev, _source):
                             dev.load_input(x.tobytes())
                             per[t][key].append(statistics.median(dev.measure(RUNS)) / 1e6)
@@ -93,9 +94,10 @@ def main():
                   f"{tk} of {len(res['kernels'])} kernels took a searched schedule, "
                   f"{tuned['tuning']['kernels_tuned']} of {tuned['tuning']['kernels']} in the build")
             for t in (1, 2):
-                e, u, o, xn = (statistics.median(per[t][k]) for k in ("edgekit", "untuned", "ort", "xnnpack"))
-                print(f"  {t} thread{'s' if t > 1 else ''}: edgekit tuned {e:.2f} ms (untuned {u:.2f} ms, {u / e:.1f}x "
-                      f"faster), ONNX Runtime {o:.2f} ms, XNNPACK {xn:.2f} ms: {e / o:.2f} x ORT, {e / xn:.2f} x XNNPACK")
+                e, sd, u, o, xn = (statistics.median(per[t][k]) for k in ("edgekit", "seeds", "untuned", "ort", "xnnpack"))
+                print(f"  {t} thread{'s' if t > 1 else ''}: edgekit tuned {e:.2f} ms (seed tiles, no records: {sd:.2f} ms; "
+                      f"--no-tuning {u:.2f} ms), ONNX Runtime {o:.2f} ms, XNNPACK {xn:.2f} ms: tuned {e / o:.2f} x ORT, "
+                      f"{e / xn:.2f} x XNNPACK")
 
 
 if __name__ == "__main__":

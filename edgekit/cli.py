@@ -491,9 +491,14 @@ def _interrupted(signum, frame):
 
 
 def _inside_tvm(frame) -> bool:
+    """Whether the innermost frame that is TVM's or edgekit's is TVM's. edgekit code that TVM calls back
+    (the tuning's builder and runners) ends its own processes on KeyboardInterrupt, which TVM passes on."""
+    own = str(Path(__file__).parent) + "/"
     roots = tuple(str(Path(m.__file__).parent) + "/" for name in ("tvm", "tvm_ffi")
                   if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None))
     while roots and frame is not None:
+        if frame.f_code.co_filename.startswith(own):
+            return False
         if frame.f_code.co_filename.startswith(roots):
             return True
         frame = frame.f_back

@@ -36,7 +36,44 @@ def for_board(mod, board):
         return mod
     if layout != "NHWC":
         raise UsageError(f"targets/{board.name}.toml: tvm.layout {layout!r} is not supported (NHWC, or none)")
-    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(mod)
+    return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(_scalar_clamps_as_ops(mod))
+
+
+def _scalar_clamps_as_ops(mod):
+    """TVM's ONNX importer writes Clip (ReLU6) as call_tir of TE's maximum and minimum against a scalar, which
+    ConvertLayout cannot see into: it would wrap each in two transposes. Calls whose PrimFunc is exactly that
+    become relax.maximum / relax.minimum, which it moves to any layout."""
+    import tvm
+    from tvm import relax, te, topi
+    from tvm.relax.expr_functor import mutator
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+
+    def same(func, ref) -> bool:
+        try:
+            tvm.ir.assert_structural_equal(func, ref.without_attr("global_symbol"), map_free_vars=True)
+            return True
+        except ValueError:
+            return False
+
+    @mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(call_tir) or len(call.args[1].fields) != 2:
+                return call
+            x, s = call.args[1].fields
+            if getattr(s.ty, "ndim", -1) != 0 or getattr(x.ty, "shape", None) is None:
+                return call
+            a = te.placeholder(list(x.ty.shape.values), x.ty.dtype, "a")
+            b = te.placeholder((), s.ty.dtype, "b")
+            for clamp, op in ((topi.maximum, relax.op.maximum), (topi.minimum, relax.op.minimum)):
+                if same(mod[call.args[0]], te.create_prim_func([a, b, clamp(a, b)])):
+                    return op(x, s)
+            return call
+
+    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    out["main"] = Rewrite(mod).visit_expr(mod["main"])
+    return relax.transform.DeadCodeElimination()(out)
 
 
 def _fold_pads(model):

@@ -187,7 +187,8 @@ def run_sanitized(d: Path, x: np.ndarray, out_shape, threads: bool):
 def check_graph(model, workdir: Path | None = None, threads: bool = False, schedule: bool = True,
                 arm: bool = False, sanitize: bool = False, name: str = "g") -> Outcome:
     """Build `model` with edgekit's library (import, lower, plan, emit), compile it with gcc, run it on two
-    random inputs and compare with ONNX Runtime. threads: the Linux boards' split kernels (threads.c);
+    random inputs and compare with ONNX Runtime. threads: the Linux boards' path, as `build --target host`
+    without a tuning database takes it (NHWC layout, the tuning's seed tiles, split kernels in threads.c);
     schedule=False: TVM's unscheduled kernels, whose workspaces come from the arena; arm: generate for
     Cortex-M4 as MCU builds do, and also compile it with arm-none-eabi-gcc (no warnings allowed); sanitize: also
     run it once built with AddressSanitizer and UBSan (reads past the arena or a weight, misaligned access...)."""
@@ -209,7 +210,14 @@ def check_graph(model, workdir: Path | None = None, threads: bool = False, sched
         except Exception as e:  # noqa: BLE001
             return Outcome("fail", f"import-crash: {type(e).__name__}", traceback.format_exc(limit=-3))
         try:
-            info = codegen.generate(mod, d, name, threads=threads, schedule=schedule, mcpu="cortex-m4" if arm else None)
+            linux = {}
+            if threads:
+                from edgekit import target, tuning
+                host = target.get("host")
+                mod, linux = compiler.for_board(mod, host), {"tuned": tuning.tuned_for(host, d / "no-database"),
+                                                              "stack_bytes": tuning.stack_bytes(host)}
+            info = codegen.generate(mod, d, name, threads=threads, schedule=schedule, mcpu="cortex-m4" if arm else None,
+                                    **linux)
         except NotImplementedError as e:  # build.py turns these into "cannot be built for <board> yet"
             return Outcome("skip", "codegen: " + _short(str(e)), str(e))
         except EdgekitInternalError as e:  # codegen/verify.py caught a broken program before writing C

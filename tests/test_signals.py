@@ -135,3 +135,25 @@ def test_port_closed_mid_validate_is_one_line_then_a_rerun_works(fake_build, tmp
         assert len(err.strip().splitlines()) == 1 and "went away" in err, err
         with FaultProxy(url, rate=0) as proxy:
             assert_clean_exit(start(["validate", fake_build, "--port", proxy.url, "--inputs", "3"], tmp_path), 0)
+
+
+def test_an_interrupt_inside_tvm_waits_for_edgekits_next_checkpoint():
+    """TVM's Python, called back from its C++ (constant folding builds TIR that way), turns an exception into
+    its own error or swallows it: the CLI's handler records the signal there and edgekit raises it between steps."""
+    import types
+    import tvm.ir.transform
+    from edgekit import cli, errors
+    in_tvm = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=tvm.ir.transform.__file__), f_back=None)
+    in_edgekit = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=errors.__file__), f_back=in_tvm)
+    saved = {s: signal.getsignal(s) for s in cli.SIGNALS}
+    try:
+        cli._interrupted(signal.SIGINT, in_tvm)  # returns: TVM goes on undisturbed
+        assert errors.PENDING_SIGNALS == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            errors.checkpoint()
+        with pytest.raises(KeyboardInterrupt):  # edgekit code TVM calls back (tuning's runners) cleans up itself
+            cli._interrupted(signal.SIGTERM, in_edgekit)
+    finally:
+        errors.PENDING_SIGNALS.clear()
+        for s, handler in saved.items():
+            signal.signal(s, handler)

@@ -39,10 +39,11 @@ def block(tmp_path_factory) -> Path:
     return path
 
 
-def _kernels(onnx_model):
-    from edgekit.compiler import import_onnx
+def _kernels(onnx_model, board=None):
+    from edgekit.compiler import for_board, import_onnx
     from edgekit.tuning import tasks
-    return tasks(import_onnx(onnx_model))
+    mod = import_onnx(onnx_model)
+    return tasks(for_board(mod, board) if board else mod)
 
 
 def _run(func, kernel_func, tmp, seed=0):
@@ -65,23 +66,26 @@ def _run(func, kernel_func, tmp, seed=0):
 
 
 def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
-    """Random points of the template (tile sizes, where padding goes, the epilogue under the tile) against
-    codegen's untuned schedule, on every kernel of a MobileNet V2 (stem, depthwise s1/s2, pointwise with and
-    without residual, padded outputs, pooling, the classifier)."""
+    """Random points of the template (tile sizes, where padding goes, the epilogue under the tile) and its
+    seeds against codegen's untuned schedule, on every kernel of a MobileNet V2 (stem, depthwise s1/s2,
+    pointwise with and without residual, padded outputs, pooling, the classifier), as imported (NCHW, the
+    MCUs') and in a Linux board's layout (NHWC, HWIO weights)."""
     from tvm import s_tir
+    from edgekit import target
     from edgekit.codegen.lower import shrink
     from edgekit.tuning import space
     n = 0
-    for arch in ("v2",):
-        for name, func, _ in _kernels(onnx_models(arch, 0.35, 64, 10)):  # the export test_models makes
-            ref = _run(func, shrink(func)[0], tmp_path / f"{arch}{name}ref")
-            for seed in (1, 2):
-                sch = s_tir.Schedule(func, seed=seed)
-                space.schedule(sch)
-                got = _run(func, sch.mod["main"], tmp_path / f"{arch}{name}{seed}")
-                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{arch} {name} {sch.trace}")
+    for board in (target.get("mps2-an386"), target.get("host")):
+        assert (board.name == "host") == ("layout" in board.data["tvm"])  # both layouts are covered
+        for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 10), board):  # the export test_models makes
+            ref = _run(func, shrink(func)[0], tmp_path / f"{board.name}{name}ref")
+            for point in (1, *space.seeds(board)):  # a random point (seed 1), then each seed's tiles
+                sch = s_tir.Schedule(func, seed=1)
+                space.schedule(sch, None if point == 1 else point)
+                got = _run(func, sch.mod["main"], tmp_path / f"{board.name}{name}{n}")
+                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{board.name} {name} {sch.trace}")
                 n += 1
-    assert n >= 40
+    assert n >= 120
 
 
 def _free_port() -> int:
@@ -158,9 +162,13 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path
     p = start(["tune", "--target", "host", "--model", block, "--minutes", "10", "--db", db], tmp_path,
               start_new_session=True)
     records = db / "records.json"
-    from edgekit.tuning import BASELINE
-    searched = lambda: [ln for ln in records.read_text().splitlines() if BASELINE not in ln] if records.exists() else []
-    wait_for(searched, p, timeout=600)  # codegen's schedules measured, and a first round of the search
+    from edgekit import target
+    from edgekit.tuning import BASELINE, space
+    host = target.get("host")
+    seeded = len(_kernels(block, host)) * len(space.seeds(host))
+    searched = lambda: records.exists() and \
+        len([ln for ln in records.read_text().splitlines() if BASELINE not in ln]) > seeded  # noqa: E731
+    wait_for(searched, p, timeout=600)  # codegen's schedules and the seeds measured, and a first round of the search
     os.killpg(p.pid, sig) if sig == signal.SIGINT else p.send_signal(sig)  # Ctrl-C reaches the whole group
     assert_clean_exit(p)
     from edgekit.tuning import open_database
@@ -176,11 +184,13 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path
         del os.environ["XDG_CACHE_HOME"]
     assert b.returncode == 0, b.stderr
     from edgekit import target
-    from edgekit.compiler import import_onnx
+    from edgekit.compiler import for_board, import_onnx
     from edgekit.tuning import tasks, tuned_for
-    tuned = tuned_for(target.get("host"), db)
-    kernels = tasks(import_onnx(tmp_path / "b" / "model.onnx"))
-    assert json.loads(b.stdout)["tuning"]["kernels_tuned"] == sum(tuned(f) is not None for _, f, _ in kernels)
+    host = target.get("host")
+    tuned = tuned_for(host, db)
+    kernels = tasks(for_board(import_onnx(tmp_path / "b" / "model.onnx"), host))
+    from_records = sum((tuned(f) or (None, False))[1] for _, f, _ in kernels)
+    assert from_records >= 1 and json.loads(b.stdout)["tuning"]["kernels_tuned"] == from_records
 
 
 def test_a_record_cut_short_is_dropped(tmp_path):

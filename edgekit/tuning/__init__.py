@@ -9,7 +9,7 @@ import signal
 import time
 from pathlib import Path
 
-from ..errors import warn
+from ..errors import checkpoint, warn
 
 TRIALS_PER_ROUND = 8      # candidates built and measured together, per kernel in turn
 DEFAULT_TRIALS = 64       # per kernel, when neither trials nor minutes is given
@@ -211,7 +211,9 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
                 if untuned.get(n) is not None:
                     _commit_baseline(database, f, untuned[n], target)
+            checkpoint()  # a signal deferred while TVM ran the measurements (errors.PENDING_SIGNALS)
             _commit_seeds(found, space.seeds(board), builder, runner, database, target)
+            checkpoint()
             # heaviest first: a short tune spends its rounds where the model spends its time
             found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
             mutators = {ms.mutator.MutateTileSize(): 1.0}
@@ -225,6 +227,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
                                       "instructions" if board.kind == "mcu" else "s")
             # from here a signal lets the round in flight finish: TVM's loop would turn an exception into its own
             previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+            checkpoint()  # one that came while the search was set up, deferred (inside TVM) or not
             ms.tune_tasks(tasks=contexts, task_weights=[float(c) for _, _, c in found], work_dir=str(work),
                           max_trials_global=trials or 10 ** 6, num_trials_per_iter=TRIALS_PER_ROUND,
                           builder=builder, runner=runner, database=database, cost_model="xgb",

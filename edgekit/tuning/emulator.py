@@ -19,7 +19,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
 
 from .. import target as targets
-from ..errors import UsageError
+from ..errors import UsageError, checkpoint
 
 SYNC = "ek_tick_sync"
 SYNC_C = f"""\
@@ -102,6 +102,8 @@ class EmulatorRunner(PyRunner):
         with tempfile.TemporaryDirectory(prefix="edgekit-emulator-") as tmp, ThreadPoolExecutor(self.jobs) as pool:
             futures = [pool.submit(self._measure, x, tmp) for x in runner_inputs]
             try:
+                while wait(futures, timeout=0.1).not_done:
+                    checkpoint()  # a signal deferred while TVM was calling this (errors.PENDING_SIGNALS)
                 return [_Done(f.result()) for f in futures]
             except BaseException:  # Ctrl-C, SIGTERM (the CLI raises KeyboardInterrupt): stop the rest now
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
+from ..errors import checkpoint
 from . import c_target, stack_bytes
 
 SYMBOL = "__tvm_ffi_main"  # what TVM's runtime looks up for the module's "main"
@@ -47,6 +48,7 @@ class CandidateBuilder(ms.builder.PyBuilder):
         self.count = 0
 
     def build(self, build_inputs):
+        checkpoint()  # a signal deferred while TVM was calling this (errors.PENDING_SIGNALS)
         start, self.count = self.count, self.count + len(build_inputs)
         with ThreadPoolExecutor(self.jobs) as pool:
             return list(pool.map(self._build, build_inputs, range(start, self.count)))
