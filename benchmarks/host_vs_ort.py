@@ -1,6 +1,7 @@
 """Host-CPU latency of edgekit's pipeline (generated C + protocol runner, built for this machine with gcc)
 against ONNX Runtime on the same model.onnx, measured in the same run, rounds interleaved. A proxy for code
-quality until a Raspberry Pi is attached. Ratios > 1 mean edgekit is slower."""
+quality until a Raspberry Pi is attached. Ratios > 1 mean edgekit is slower. edgekit's build is the one a user
+gets before any `edgekit tune`: no tuning records, each kernel at the tuning's first seed tiles."""
 import statistics
 import sys
 import tempfile
@@ -34,7 +35,7 @@ def ort_ms(path: Path, x: np.ndarray, threads: int) -> float:
 
 with tempfile.TemporaryDirectory() as tmp:
     for name, cfg in MODELS.items():
-        m = build("host", cfg, out=Path(tmp) / name.replace(" ", "_"))
+        m = build("host", cfg, out=Path(tmp) / name.replace(" ", "_"), db=Path(tmp) / "no-database")
         d = Path(m["build_dir"])
         x = np.random.default_rng(0).uniform(-1, 1, m["input_shape"]).astype(np.float32)
         ek, ort1, ort2 = [], [], []
@@ -46,6 +47,6 @@ with tempfile.TemporaryDirectory() as tmp:
                 ort1.append(ort_ms(d / "model.onnx", x, 1))
                 ort2.append(ort_ms(d / "model.onnx", x, 2))
         e, o1, o2 = map(statistics.median, (ek, ort1, ort2))
-        print(f"{name} (host CPU, float32): edgekit {e:.2f} ms ({threads} threads), ONNX Runtime {o1:.2f} ms "
+        print(f"{name} (host CPU, float32, untuned): edgekit {e:.2f} ms ({threads} threads), ONNX Runtime {o1:.2f} ms "
               f"(1 thread) / {o2:.2f} ms (2 threads): ratio {e / o1:.2f} x ORT-1t, {e / o2:.2f} x ORT-2t")
 sys.stdout.flush()

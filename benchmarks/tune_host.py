@@ -91,7 +91,7 @@ def main():
                     per[t]["xnnpack"].append(median_ms(it.invoke))
             tk = sum(k["schedule"] == "template" for k in res["kernels"])
             print(f"{name}: tuned {res['trials']} trials in {tuning_s:.0f} s (wall, tune() alone); "
-                  f"{tk} of {len(res['kernels'])} kernels took a searched schedule, "
+                  f"{tk} of {len(res['kernels'])} kernels took the template's schedule (a seed's or a searched one), "
                   f"{tuned['tuning']['kernels_tuned']} of {tuned['tuning']['kernels']} in the build")
             for t in (1, 2):
                 e, sd, u, o, xn = (statistics.median(per[t][k]) for k in ("edgekit", "seeds", "untuned", "ort", "xnnpack"))

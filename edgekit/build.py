@@ -209,5 +209,5 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},
             "memory": memory, "layers": len(info["layers"]),
-            "tuning": {"database": str(tuned.path) if tuned and tuned.database is not None else None, "kernels_tuned": info["kernels_tuned"],
-                       "kernels": info["kernels"]}}
+            "tuning": {"database": str(tuned.path) if tuned and tuned.database is not None else None,
+                       "kernels_tuned": info["kernels_tuned"], "kernels": info["kernels"]}}
