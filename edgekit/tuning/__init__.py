@@ -98,9 +98,7 @@ class Tuned:
         if rec is None:
             if self.seed is None or not space.tunable(func):
                 return None
-            sch = Schedule(mod, seed=1)  # as _commit_seeds measures it
-            space.schedule(sch, self.seed)
-            return sch.mod["main"], False
+            return space.seeded(func, self.seed).mod["main"], False
         if _is_baseline(rec.trace):
             return None
         sch = Schedule(mod)
@@ -270,14 +268,9 @@ def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
     """The template at each of the board kind's seed tiles (space.seed_tiles), measured and recorded: the
     search's best records start its population, so a short tune starts from tiles that vectorize."""
     import tvm
-    from tvm.s_tir import Schedule, meta_schedule as ms
+    from tvm.s_tir import meta_schedule as ms
     from . import space
-    schedules = []
-    for _, f, _ in found:
-        for seed in seeds:
-            sch = Schedule(tvm.IRModule({"main": f}), seed=1)  # the padding's place is sampled: the same each time
-            space.schedule(sch, seed)
-            schedules.append((f, sch))
+    schedules = [(f, space.seeded(f, seed)) for _, f, _ in found for seed in seeds]
     for (f, sch), secs in zip(schedules, _measure([s.mod["main"] for _, s in schedules], builder, runner, target)):
         if secs is not None:
             mod = tvm.IRModule({"main": f})

@@ -49,6 +49,16 @@ def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
     return tiles
 
 
+def seeded(func, seed: tuple[int, int]):
+    """The template at one seed's tiles, as a Schedule (its trace is the record): the same every time, the
+    padding's sampled place included."""
+    import tvm
+    from tvm.s_tir import Schedule
+    sch = Schedule(tvm.IRModule({"main": func}), seed=1)
+    schedule(sch, seed)
+    return sch
+
+
 def schedule(sch, seed: tuple[int, int] | None = None) -> None:
     """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
     then the inner tile (the register tile: its accumulators live across the reduction); compute the
