@@ -34,7 +34,7 @@ def main():
             name = f"VWW {quantize or 'float32'}"
             mod, _ = front_end(tmp, an386, VWW, None, None, quantize, None)
             if not tasks(mod):
-                print(f"{name}: no kernel in the search space (the int8 kernels are hand-scheduled micro-kernels)")
+                print(f"{name}: no kernel in the search space")
                 continue
             db = tmp / f"db-{quantize}"
             t0 = time.monotonic()

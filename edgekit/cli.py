@@ -168,11 +168,12 @@ def _print_tuning(console, r):
     unit = r["unit"]
     fmt = (lambda v: f"{v * 1e3:.4f}") if unit == "s" else (lambda v: f"{v:,.0f}")
     table = Table("kernel", "calls", f"untuned ({'ms' if unit == 's' else 'instructions'})", "tuned", "speed-up",
-                  "share", title=f"{r['trials']} trials in {r['seconds']:.0f} s on {r['target']} ({r['source']})")
+                  "share", "schedule", title=f"{r['trials']} trials in {r['seconds']:.0f} s on {r['target']} "
+                                             f"({r['source']})")
     for k in r["kernels"]:
         u, t = k["untuned"], k["tuned"]
         table.add_row(k["kernel"], str(k["calls"]), fmt(u) if u else "-", fmt(t) if t else "-",
-                      f"{u / t:.1f}x" if u and t else "-", f"{k['share']:.1%}")
+                      f"{u / t:.1f}x" if u and t else "-", f"{k['share']:.1%}", k["schedule"])
     console.print(table)
     console.print(f"database: {r['database']}")
 

@@ -57,12 +57,12 @@ def reference(path: Path, xs: np.ndarray) -> np.ndarray:
 class HostModel:
     """edgekit's generated C for a TFLite file, compiled into a shared library and run through ctypes."""
 
-    def __init__(self, tflite: Path, out_dir: Path, name: str = "m", micro: str | None = None):
+    def __init__(self, tflite: Path, out_dir: Path, name: str = "m", micro: str | None = None, tuned=None):
         from edgekit.codegen import generate
         from edgekit.int8.tflite import to_relax
         mod, self.inp, self.out = to_relax(tflite, micro)
         self.dir, self.name = Path(out_dir), name
-        self.info = generate(mod, self.dir, name)
+        self.info = generate(mod, self.dir, name, tuned=tuned)
         lib = self.dir / f"lib{name}.so"
         r = subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-o", str(lib),
                             "model.c", "kernels.c", "shim.c", "-lm"], cwd=self.dir, capture_output=True, text=True)

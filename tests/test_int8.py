@@ -45,6 +45,8 @@ def _models():
         # a 1x1 expansion whose input dies there: the MCU form writes its output over its input
         "pointwise_expand": (seq((6, 8, 3), L.Conv2D(8, 3, padding="same"), L.Conv2D(16, 1), L.Conv2D(4, 1)),
                              (6, 8, 3)),
+        # 16 channels: every register block of the direct template (up to 16 accumulators)
+        "depthwise_16": (seq((6, 7, 16), L.DepthwiseConv2D(3, padding="same"), L.ReLU(6.0)), (6, 7, 16)),
         "pad": (seq((5, 4, 3), L.Conv2D(5, 1, activation="relu"), L.ZeroPadding2D(((1, 2), (2, 0)))), (5, 4, 3)),
         # float in and out: QUANTIZE and DEQUANTIZE at the edges
         "float_io": (seq((6, 6, 2), L.Conv2D(3, 3, strides=2, padding="same"), L.Flatten(),
@@ -97,6 +99,30 @@ def test_microcontroller_kernels_bit_exact(built, name, tmp_path):
     micro = HostModel(path, tmp_path / "micro", micro="portable")
     xs = _inputs(path, model.inp.shape[1:])
     np.testing.assert_array_equal(micro(xs), reference(path, xs))
+
+
+@pytest.mark.parametrize("name", ["pointwise_expand", "pointwise_odd_width", "depthwise_16"])
+def test_every_register_block_the_tuning_may_choose_is_bit_exact(built, name, tmp_path):
+    """The int8 search space (fast.blocks: pixels x output channels per register block), portable C: build k
+    gives every micro-kernel convolution its k-th block, until each kernel has had all of its own (the in-place
+    ones included: the gap below the input depends on the block)."""
+    from edgekit.int8 import fast
+    path, model = built[name]
+    xs = _inputs(path, model.inp.shape[1:])
+    ref, sizes, k = reference(path, xs), [], 0
+
+    def kth(func):
+        if not fast.is_micro(func):
+            return None
+        sizes.append(len(fast.blocks(func)))
+        return fast.schedule(func, fast.blocks(func)[k % sizes[-1]]), True
+    while k == 0 or k < max(sizes):
+        sizes.clear()
+        m = HostModel(path, tmp_path / f"b{k}", micro="portable", tuned=kth)
+        assert m.info["kernels_tuned"] == len(sizes) >= 1
+        np.testing.assert_array_equal(m(xs), ref, err_msg=f"register blocks #{k}")
+        k += 1
+    assert k >= 2  # some kernel had a choice
 
 
 def test_inplace_kernels_go_below_the_per_layer_bound(built, tmp_path):

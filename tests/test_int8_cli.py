@@ -1,6 +1,7 @@
 """Int8 end to end through the command line: --quantize int8 on the emulated Cortex-M4, an int8 .tflite
 on the host, validate --npy/--outputs checked independently against TFLite's reference interpreter."""
 import json
+import os
 import shutil
 
 import numpy as np
@@ -82,3 +83,32 @@ def test_int8_tflite_model_on_other_cortex_m_cores(v1_int8, target, tmp_path):
     r = run_edgekit("validate", tmp_path / "b", "--npy", tmp_path / "in.npy", "--outputs", tmp_path / "out.npy")
     assert r.returncode == 0, r.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), reference(build / "model.tflite", xs))
+
+
+@needs_qemu
+def test_tune_measures_register_blocks_then_build_applies_them_bit_exactly(v1_int8, tmp_path):
+    """`edgekit tune` on an int8 model for the emulated Cortex-M4: the micro-kernel convolutions' register blocks
+    counted in instructions; the build takes the fastest, and stays bit-exact with TFLite."""
+    build, m, _ = v1_int8
+    model = build / "model.tflite"
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    try:
+        r = run_edgekit("tune", "--target", "mps2-an386", "--model", model, "--trials", "16", "--json")
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["source"] == "emulator" and res["unit"] == "instructions" and res["trials"] == 16
+        blocked = [k for k in res["kernels"] if k["schedule"].startswith("block ")]
+        # every measured kernel has its default block's record (the untuned count, exact), so none gets slower
+        assert blocked and all(k["tuned"] <= k["untuned"] for k in blocked), r.stderr
+        assert any(k["tuned"] < k["untuned"] for k in blocked)  # the heaviest kernel's 16 blocks found better
+        b = run_edgekit("build", "--target", "mps2-an386", "--model", model, "--out", tmp_path / "b", "--json")
+    finally:
+        del os.environ["XDG_CACHE_HOME"]
+    assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["tuning"]["kernels_tuned"] == len(blocked)
+    xs = _smooth_int8(m["input"]["shape"][1:], 2)
+    np.save(tmp_path / "in.npy", xs)
+    v = run_edgekit("validate", tmp_path / "b", "--npy", tmp_path / "in.npy", "--outputs", tmp_path / "out.npy",
+                    "--json")
+    assert v.returncode == 0 and json.loads(v.stdout)["validation"]["passed"], v.stdout + v.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), reference(model, xs))

@@ -141,6 +141,13 @@ def shrink(func, threads: bool = False):
     return sch.mod["main"], par
 
 
+def own_schedule(func, threads: bool = False):
+    """codegen's schedule for a kernel without a tuning record: an int8 micro-kernel convolution at its
+    template's default register block (int8.fast), any other kernel shrunk. Returns (func, parallel loop or None)."""
+    from ..int8 import fast
+    return (fast.schedule(func), None) if fast.is_micro(func) else shrink(func, threads)
+
+
 # Parallel kernels (Linux boards). Splitting a loop pays only when each thread gets real work.
 PARALLEL_MIN_ITERS = 8      # fuse outer loops until the parallel one has this many iterations (4 cores, 2 each)
 PARALLEL_MIN_FLOPS = 16384  # TVM's flop estimate of the kernel; below it a launch (~µs) costs more than it saves
@@ -275,6 +282,7 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
     tuned(func): (schedule, from the tuning database) for a kernel, or None (tuning.Tuned). Its tiles of up
     to stack_bytes go on the stack (stack_tiles), as they were when measured."""
     from tvm.ir.expr import Call as RCall, GenericConst, Var
+    from ..int8.fast import is_micro
     mod = _fuse(mod)
     main = mod["main"]
     tensors, calls, kernels, names = {}, [], {}, {}
@@ -337,10 +345,10 @@ def lower(mod, prefix: str = "k", target=None, schedule: bool = True, threads: b
                     par = parallel_loop(best) if threads else None
                     kernels[gv.name_hint] = build_kernel(best, f"{prefix}_{gv.name_hint}", target, par, stack_bytes)
                     kernels[gv.name_hint].tuned = measured
-                else:  # hand-scheduled kernels (int8 micro-kernels) stay as they are
+                else:
                     par = None
-                    if schedule and not _is_scheduled(func):
-                        func, par = shrink(func, threads)
+                    if not _is_scheduled(func) and (schedule or is_micro(func)):
+                        func, par = own_schedule(func, threads)
                     kernels[gv.name_hint] = build_kernel(func, f"{prefix}_{gv.name_hint}", target, par)
             calls.append(Call(tname, gv.name_hint, [arg_name(a) for a in args] + [tname]))
         elif isinstance(e, RCall) and e.op.name == "relax.reshape" and kind == "act":

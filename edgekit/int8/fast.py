@@ -3,8 +3,10 @@ micro-kernels (microkernels.h, called through call_extern over int8 vectors cont
 here with register blocking: each output pixel's input vector and each filter is loaded once per block of
 pixels x channels. The result is the same integer arithmetic as kernels.conv2d, so outputs stay bit-exact.
 
-A kernel built here carries the micro-kernel source (attribute edgekit.c_helpers, which codegen ships once)
-and is marked scheduled and opaque, so the Relax pipeline neither fuses nor reschedules it."""
+The importer marks each convolution with its template (mark); codegen schedules it (schedule) at the register
+block the tuning database measured fastest on the board, or at the default one. The scheduled kernel carries
+the micro-kernel source (attribute edgekit.c_helpers, which codegen ships once) and is marked scheduled and
+opaque, so nothing else reschedules it."""
 from __future__ import annotations
 
 import functools
@@ -83,31 +85,70 @@ def direct_conv2d(*args, small_sum: bool = False, **kw):
     return K.conv2d(*args, **kw, requant=functools.partial(requant, small_sum=small_sum))
 
 
-def _block(extent: int, prefer) -> int:
-    return next((f for f in prefer if extent % f == 0), 1)
+MICRO = "edgekit.micro"  # PrimFunc attr: scheduled by this module's templates (lower, or the tuning's blocks)
 
 
-def schedule(micro: str, stride=(1, 1), pads=(0, 0, 0, 0), direct: bool = False):
-    """The schedule for micro-kernels "dsp" (SMLAD, Cortex-M4/M7/M33) or "portable" (plain C): schedule_conv
-    for conv2d here, schedule_direct (direct=True) for kernels.conv2d; stride and pads (top, left, bottom,
-    right) give the in-place gap."""
+def mark(micro: str, direct: bool = False, stride=(1, 1), pads=(0, 0, 0, 0)):
+    """What the importer applies to a convolution's PrimFunc: micro-kernels "dsp" (SMLAD, Cortex-M4/M7/M33) or
+    "portable" (plain C); the template schedule_direct (direct=True, for kernels.conv2d) or schedule_conv (for
+    conv2d here); stride and pads (top, left, bottom, right) give the in-place gap. Opaque: the Relax pipeline
+    does not fuse it. The register blocks are chosen later (schedule), by the tuning database or by default."""
     if micro not in ("dsp", "portable"):
         raise ValueError(f"micro-kernels {micro!r}: dsp or portable")
-    fn = schedule_direct if direct else schedule_conv
-    return lambda func: fn(func, dsp=micro == "dsp", stride=stride, pads=pads)
+    spec = {"template": "direct" if direct else "conv", "dsp": int(micro == "dsp"), "stride": list(stride),
+            "pads": list(pads)}
+    return lambda func: func.with_attr(MICRO, spec).with_attr("op_pattern", 8)
 
 
-def schedule_conv(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), pixels_block: int = 2,
-                  channels_block: int = 2):
-    """Blocks of pixels x output channels (when they divide), accumulators unrolled into registers,
-    the reduction loops outside them; then marked scheduled and opaque with the micro-kernels attached."""
+def is_micro(func) -> bool:
+    return func.attrs is not None and MICRO in func.attrs
+
+
+def _out_extents(func) -> tuple[int, int]:
+    """(output width, output channels) of an NHWC convolution."""
+    shape = [int(d) for d in func.params[-1].ty.shape]
+    return shape[2], shape[3]
+
+
+BLOCK_ACCUMULATORS = 8  # pixels x channels per block at most: the accumulators of a Cortex-M's 13 registers
+DIRECT_BLOCKS = (8, 4, 2, 16, 1)  # output channels per block of the direct template, the default first
+
+
+def blocks(func) -> list[tuple[int, int]]:
+    """The register blocks (pixels, output channels) the template may take for this kernel, the default first:
+    the tuning's search space. Pixels run along an output row (a block never spans two rows)."""
+    width, channels = _out_extents(func)
+    if func.attrs[MICRO]["template"] == "direct":
+        return [(1, c) for c in DIRECT_BLOCKS if channels % c == 0]
+    pixels = 2 if width % 2 == 0 else 1
+    # no pixel pairs (an odd width): twice the channels, so each input word still serves several filters
+    default = (pixels, next(c for c in (*((2,) if pixels > 1 else (4, 2)), 1) if channels % c == 0))
+    rest = [(p, c) for p in (1, 2, 3, 4) for c in (1, 2, 4, 8)
+            if width % p == 0 and channels % c == 0 and p * c <= BLOCK_ACCUMULATORS and (p, c) != default]
+    return [default, *rest]
+
+
+def schedule(func, block: tuple[int, int] | None = None):
+    """A marked kernel scheduled by its template at `block` (one of blocks(func); None: the default)."""
+    spec = func.attrs[MICRO]
+    block = tuple(block) if block is not None else blocks(func)[0]
+    if block not in blocks(func):
+        raise ValueError(f"register block {block} is not one of {blocks(func)}")
+    dsp, stride, pads = bool(spec["dsp"]), [int(s) for s in spec["stride"]], [int(p) for p in spec["pads"]]
+    func = func.without_attr(MICRO)
+    if spec["template"] == "direct":
+        return schedule_direct(func, dsp, stride, pads, block[1])
+    return schedule_conv(func, dsp, stride, pads, *block)
+
+
+def schedule_conv(func, dsp: bool, stride, pads, pixels_block: int, channels_block: int):
+    """Blocks of pixels x output channels, accumulators unrolled into registers, the reduction loops outside
+    them; then marked scheduled and opaque with the micro-kernels attached."""
     from tvm import s_tir
     sch = s_tir.Schedule(func)
     rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
     b, i, j, c = sch.get_loops(rq)
-    bp = _block(int(sch.get(j).extent), (pixels_block,))  # along a row: a block never spans two rows
-    # no pixel pairs (an odd width): twice the channels, so each input word still serves several filters
-    bc = _block(int(sch.get(c).extent), (channels_block,) if bp > 1 else (2 * channels_block, channels_block))
+    bp, bc = pixels_block, channels_block
     jo, ji = sch.split(j, [None, bp])
     co, ci = sch.split(c, [None, bc])
     sch.reorder(jo, co, ji, ci)
@@ -148,7 +189,7 @@ def _finish(func, dsp: bool, stride, pads, bp: int):
 UNROLL_MAX = 8  # window and input-channel loops this short are unrolled (a 3x3 window, an RGB input)
 
 
-def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_block: int = 8):
+def schedule_direct(func, dsp: bool, stride, pads, channels_block: int):
     """kernels.conv2d (padded, depthwise, or input channels not a multiple of 4): accumulators for a block
     of output channels in registers, window loops outside them and unrolled, so the padding test runs once
     per window position and block rather than once per multiply-accumulate."""
@@ -159,10 +200,9 @@ def schedule_direct(func, dsp: bool, stride=(1, 1), pads=(0, 0, 0, 0), channels_
             sch.compute_inline(blk)
     rq, acc = sch.get_sblock("requant"), sch.get_sblock("acc")
     b, i, j, c = sch.get_loops(rq)
-    bc = _block(int(sch.get(c).extent), (channels_block, 4, 2))
-    co, ci = sch.split(c, [None, bc])
+    co, ci = sch.split(c, [None, channels_block])
     sch.compute_at(acc, co, preserve_unit_loops=True)
-    own = sch.get_loops(acc)[4:]  # under b, i, j, co: its own b, i, j, c (extent bc), then the window (and input channels)
+    own = sch.get_loops(acc)[4:]  # under b, i, j, co: its own b, i, j, c (a block), then the window (and input channels)
     sch.reorder(*own[4:], own[3])
     for loop in (*[r for r in own[4:] if int(sch.get(r).extent) <= UNROLL_MAX], own[3], ci):
         sch.unroll(loop)

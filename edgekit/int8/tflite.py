@@ -183,13 +183,13 @@ class Importer:
         self.env[out.index] = v
         return v
 
-    def emit_scheduled(self, fn, schedule, args, out: T, name: str, **kw):
-        """emit, with fn's PrimFunc scheduled here (by `schedule`) rather than by codegen's generic one."""
+    def emit_micro(self, fn, mark, args, out: T, name: str, **kw):
+        """emit, fn's PrimFunc marked (fast.mark) for codegen to schedule over the micro-kernels."""
         from tvm import te
         ts = [te.placeholder(tuple(int(d) for d in a.ty.shape.values), str(a.ty.dtype), f"in{i}")
               for i, a in enumerate(args)]
         y = fn(*ts, **kw)
-        gv = self.bb.add_func(schedule(te.create_prim_func([*ts, y])), name)
+        gv = self.bb.add_func(mark(te.create_prim_func([*ts, y])), name)
         v = self.bb.emit(self.relax.call_tir(gv, args, self.relax.TensorType(out.shape, out.dtype)),
                          name_hint=f"t{out.index}")
         self.env[out.index] = v
@@ -232,22 +232,19 @@ class Importer:
         right_only = bool((shift <= -1).all())
         if self.micro and right_only:  # the micro-kernel takes the right shift and its rounding half
             shift = np.stack([-shift, (1 << -shift) >> 1]).astype(np.int32)
-        if self.micro and not depthwise and not any((top, left, bottom, right)) and dil == (1, 1) \
-                and fast.dot_step(x.shape[3]):
-            return self.emit_scheduled(fast.conv2d, fast.schedule(self.micro, (o.StrideH(), o.StrideW())), [
-                self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
-                self.const(shift)], out, "conv2d", stride=(o.StrideH(), o.StrideW()), zp_out=out.zp,
-                act=act_range(o.FusedActivationFunction(), out), right_only=right_only, **micro_kw)
-        fn = fast.direct_conv2d if self.micro else K.conv2d
-        sched = fast.schedule(self.micro, (o.StrideH(), o.StrideW()), (top, left, bottom, right), direct=True) \
-            if self.micro else None
-        emit = (lambda fn, *a, **kw: self.emit_scheduled(fn, sched, *a, **kw)) if self.micro else self.emit
-        return emit(fn, [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)),
-                         self.const(mult), self.const(shift)], out,
-                    "depthwise_conv2d" if depthwise else "conv2d", stride=(o.StrideH(), o.StrideW()),
-                    dilation=dil, pads=(top, left, bottom, right), zp_in=x.zp, zp_out=out.zp,
-                    act=act_range(o.FusedActivationFunction(), out), depthwise=depthwise,
-                    right_only=right_only, **micro_kw)
+        stride, pads = (o.StrideH(), o.StrideW()), (top, left, bottom, right)
+        args = [self.env[x.index], self.const(w.data), self.const(bias.astype(np.int32)), self.const(mult),
+                self.const(shift)]
+        act = act_range(o.FusedActivationFunction(), out)
+        if self.micro and not depthwise and not any(pads) and dil == (1, 1) and fast.dot_step(x.shape[3]):
+            return self.emit_micro(fast.conv2d, fast.mark(self.micro, False, stride), args, out, "conv2d",
+                                   stride=stride, zp_out=out.zp, act=act, right_only=right_only, **micro_kw)
+        kw = dict(stride=stride, dilation=dil, pads=pads, zp_in=x.zp, zp_out=out.zp, act=act, depthwise=depthwise,
+                  right_only=right_only, **micro_kw)
+        name = "depthwise_conv2d" if depthwise else "conv2d"
+        if self.micro:
+            return self.emit_micro(fast.direct_conv2d, fast.mark(self.micro, True, stride, pads), args, out, name, **kw)
+        return self.emit(K.conv2d, args, out, name, **kw)
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]

@@ -91,18 +91,22 @@ class Tuned:
         nothing known."""
         import tvm
         from tvm.s_tir import Schedule
+        from ..int8 import fast
         from . import space
         mod = tvm.IRModule({"main": func})
         rec = None if self.database is None else self.database.query_tuning_record(mod, self.target,
                                                                                  workload_name="main")
         if rec is None:
-            if self.seed is None or not space.tunable(func):
+            if self.seed is None or fast.is_micro(func) or not space.tunable(func):
                 return None
             return space.seeded(func, self.seed).mod["main"], False
         if _is_baseline(rec.trace):
             return None
-        sch = Schedule(mod)
         try:
+            block = _annotation(rec.trace, MICRO_BLOCK)
+            if block is not None:
+                return fast.schedule(func, tuple(int(b) for b in block)), True
+            sch = Schedule(mod)
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
         except Exception as e:  # noqa: BLE001 (TVM's error types) a record this TVM cannot replay: not a wrong kernel
             warn(f"a record in {self.path} does not apply ({str(e).strip().splitlines()[-1][:120]}): "
@@ -177,11 +181,11 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     emulator), until `trials` candidates in all or `minutes` have passed. Every measured record goes into the
     database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes in the CLI) keeps
     them. progress(dict) hears of each round. Returns the per-kernel table (untuned and tuned latency)."""
-    from tvm.s_tir import meta_schedule as ms
     import tvm
+    from ..compiler import for_board
+    from ..int8 import fast
     from . import measure, space
 
-    from ..compiler import for_board
     found = tasks(for_board(mod, board))
     if not found:
         return {"database": str(database_dir(board.name, db)), "kernels": [], "trials": 0, "seconds": 0.0}
@@ -206,31 +210,23 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
         previous = {}
         try:
             untuned = _untuned(found, builder, runner, target)
-            for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
-                if untuned.get(n) is not None:
-                    _commit_baseline(database, f, untuned[n], target)
-            checkpoint()  # a signal deferred while TVM ran the measurements (errors.PENDING_SIGNALS)
-            _commit_seeds(found, space.seeds(board), builder, runner, database, target)
-            checkpoint()
             # heaviest first: a short tune spends its rounds where the model spends its time
             found.sort(key=lambda t: -(untuned.get(t[0]) or float("inf")) * t[2])
-            mutators = {ms.mutator.MutateTileSize(): 1.0}
-            contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
-                                       space_generator=ms.space_generator.ScheduleFn(
-                                           space.schedule, sch_rules=[], postprocs=[], mutator_probs=mutators),
-                                       search_strategy=ms.search_strategy.EvolutionarySearch(
-                                           population_size=128, init_measured_ratio=0.1))
-                        for n, f, _ in found]
+            blocked = [t for t in found if fast.is_micro(t[1])]
+            searched = [t for t in found if not fast.is_micro(t[1])]
+            for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
+                if untuned.get(n) is not None:  # (a micro-kernel convolution's is its template's default block)
+                    key, value = (MICRO_BLOCK, list(fast.blocks(f)[0])) if fast.is_micro(f) else (BASELINE, 1)
+                    _commit(database, f, key, value, untuned[n], target)
+            checkpoint()  # a signal deferred while TVM ran the measurements (errors.PENDING_SIGNALS)
+            _commit_seeds(searched, space.seeds(board), builder, runner, database, target)
+            checkpoint()
             report = measure.Progress(found, untuned, trials, deadline, stop, progress,
                                       "instructions" if board.kind == "mcu" else "s")
-            # from here a signal lets the round in flight finish: TVM's loop would turn an exception into its own
-            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-            checkpoint()  # one that came while the search was set up, deferred (inside TVM) or not
-            ms.tune_tasks(tasks=contexts, task_weights=[float(c) for _, _, c in found], work_dir=str(work),
-                          max_trials_global=trials or 10 ** 6, num_trials_per_iter=TRIALS_PER_ROUND,
-                          builder=builder, runner=runner, database=database, cost_model="xgb",
-                          measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), report],
-                          task_scheduler="round-robin")
+            _measure_blocks(blocked, builder, runner, database, target, trials, report)
+            left = None if trials is None else trials - report.done
+            if searched and not report.over() and (left is None or left > 0):
+                _search(searched, target, jobs, left, builder, runner, database, report, work, on_signal, previous)
         finally:
             for s, h in previous.items():
                 if signal.getsignal(s) is on_signal:
@@ -242,9 +238,48 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
 
 
-def _measure(funcs, builder, runner, target) -> list:
+def _search(found, target, jobs, trials, builder, runner, database, report, work, on_signal, previous) -> None:
+    """MetaSchedule's evolutionary search over space.schedule for each kernel, `trials` candidates in all
+    (None: until report says stop), its cost model learning from every measurement."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from . import space
+    mutators = {ms.mutator.MutateTileSize(): 1.0}
+    contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
+                               space_generator=ms.space_generator.ScheduleFn(
+                                   space.schedule, sch_rules=[], postprocs=[], mutator_probs=mutators),
+                               search_strategy=ms.search_strategy.EvolutionarySearch(
+                                   population_size=128, init_measured_ratio=0.1))
+                for n, f, _ in found]
+    # from here a signal lets the round in flight finish: TVM's loop would turn an exception into its own
+    previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)})
+    checkpoint()  # one that came while the search was set up, deferred (inside TVM) or not
+    ms.tune_tasks(tasks=contexts, task_weights=[float(c) for _, _, c in found], work_dir=str(work),
+                  max_trials_global=trials or 10 ** 6, num_trials_per_iter=TRIALS_PER_ROUND,
+                  builder=builder, runner=runner, database=database, cost_model="xgb",
+                  measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), report],
+                  task_scheduler="round-robin")
+
+
+def _measure_blocks(found, builder, runner, database, target, trials, report) -> None:
+    """The int8 micro-kernel convolutions (int8.fast): a space of a few register blocks each, so every block is
+    measured and recorded (the default one was, untuned), heaviest kernel first, a round at a time until
+    `trials` or report says stop."""
+    from ..int8 import fast
+    queue = [(n, f, b) for n, f, _ in found for b in fast.blocks(f)[1:]]
+    while queue and not report.over() and (trials is None or report.done < trials):
+        size = TRIALS_PER_ROUND if trials is None else min(TRIALS_PER_ROUND, trials - report.done)
+        batch, queue = queue[:size], queue[size:]
+        secs = _measure([fast.schedule(f, b) for _, f, b in batch], builder, runner, target)
+        for (n, f, b), t in zip(batch, secs):
+            if t is not None:
+                _commit(database, f, MICRO_BLOCK, list(b), t, target)
+            report.update(n, [] if t is None else [t], 1)
+
+
+def _measure(funcs, builder, runner, target, errors: list | None = None) -> list:
     """Seconds (or instructions) of each PrimFunc as built and run by the tuning's own builder and runner;
-    None where it failed to build or run."""
+    None where it failed to build or run (and its error appended to `errors`)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from . import measure
@@ -254,14 +289,22 @@ def _measure(funcs, builder, runner, target) -> list:
     res, it = [], iter(run)
     for b in built:
         r = next(it).result() if b.error_msg is None else None
-        res.append(measure.seconds(r) if r is not None and r.error_msg is None else None)
+        ok = r is not None and r.error_msg is None
+        res.append(measure.seconds(r) if ok else None)
+        if not ok and errors is not None:
+            errors.append(b.error_msg or r.error_msg)
     return res
 
 
 def _untuned(found, builder, runner, target) -> dict:
     """Each kernel with codegen's own schedule, measured the same way: the table's baseline."""
-    from ..codegen.lower import shrink
-    return dict(zip([n for n, _, _ in found], _measure([shrink(f)[0] for _, f, _ in found], builder, runner, target)))
+    from ..codegen.lower import own_schedule
+    errors = []
+    secs = _measure([own_schedule(f)[0] for _, f, _ in found], builder, runner, target, errors)
+    for (n, _, _), t in zip(found, secs):
+        if t is None:
+            warn(f"{n} could not be measured with codegen's schedule ({errors.pop(0).strip().splitlines()[-1][:200]})")
+    return dict(zip([n for n, _, _ in found], secs))
 
 
 def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
@@ -278,23 +321,29 @@ def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
                 sch.trace, database.commit_workload(mod), [secs], target, ms.arg_info.ArgInfo.from_prim_func(f)))
 
 
-BASELINE = "edgekit.codegen_schedule"
+BASELINE = "edgekit.codegen_schedule"  # a record for the kernel as codegen schedules it (shrink)
+MICRO_BLOCK = "edgekit.micro_block"    # a record for an int8 micro-kernel convolution at this register block
 
 
-def _commit_baseline(database, func, seconds: float, target) -> None:
-    """A record standing for the kernel as codegen schedules it (shrink), measured: a trace that only marks
-    the root block (MetaSchedule skips records whose trace is empty)."""
+def _commit(database, func, key: str, value, seconds: float, target) -> None:
+    """A record of a schedule that is not a replayable trace (codegen's own, a micro-kernel template's): a trace
+    that only annotates the root block with key = value (MetaSchedule skips records whose trace is empty)."""
     import tvm
     from tvm.s_tir import Schedule, meta_schedule as ms
     mod = tvm.IRModule({"main": func})
     sch = Schedule(mod)
-    sch.annotate(sch.get_sblock("root"), BASELINE, 1)
+    sch.annotate(sch.get_sblock("root"), key, value)
     database.commit_tuning_record(ms.database.TuningRecord(
         sch.trace, database.commit_workload(mod), [seconds], target, ms.arg_info.ArgInfo.from_prim_func(func)))
 
 
+def _annotation(trace, key: str):
+    """The value a record's trace annotates the root block with under key, or None."""
+    return next((i.inputs[1] for i in trace.insts if i.kind.name == "Annotate" and str(i.attrs[0]) == key), None)
+
+
 def _is_baseline(trace) -> bool:
-    return any(i.kind.name == "Annotate" and str(i.attrs[0]) == BASELINE for i in trace.insts)
+    return _annotation(trace, BASELINE) is not None
 
 
 def is_baseline(func) -> bool:
@@ -319,8 +368,10 @@ def _table(found, untuned, tuned, target) -> list[dict]:
     for n, f, calls in found:
         rec = tuned.database.query_tuning_record(tvm.IRModule({"main": f}), target, workload_name="main")
         best = measure.seconds(rec) if rec is not None and rec.run_secs else None
-        rows.append({"kernel": n, "calls": calls, "untuned": untuned.get(n), "tuned": best,
-                     "schedule": "codegen" if rec is None or _is_baseline(rec.trace) else "template"})
+        block = None if rec is None else _annotation(rec.trace, MICRO_BLOCK)
+        schedule = "codegen" if rec is None or _is_baseline(rec.trace) else \
+            "template" if block is None else "block {}x{}".format(*block)
+        rows.append({"kernel": n, "calls": calls, "untuned": untuned.get(n), "tuned": best, "schedule": schedule})
     total = sum((r["tuned"] or r["untuned"] or 0) * r["calls"] for r in rows) or 1.0
     for r in rows:
         r["share"] = (r["tuned"] or r["untuned"] or 0) * r["calls"] / total

@@ -117,23 +117,28 @@ class Progress(ms.measure_callback.PyMeasureCallback):
     def __init__(self, found, untuned, trials, deadline, stop, progress, unit):
         super().__init__()
         self.unit = unit
-        self.names = [n for n, _, _ in found]
-        self.best = dict.fromkeys(self.names)
+        self.best = dict.fromkeys(n for n, _, _ in found)
         self.untuned, self.trials, self.deadline, self.stop, self.progress = untuned, trials, deadline, stop, progress
         self.done, self.t0 = 0, time.monotonic()
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-        self.done += len(runner_results)
-        name = self.names[task_id]
         ok = [seconds(r) for r in runner_results if r.error_msg is None and r.run_secs]
+        self.update(task_scheduler.tasks_[task_id].ctx.task_name, ok, len(runner_results))
+        if self.over():
+            for i in range(len(task_scheduler.tasks_)):
+                task_scheduler.terminate_task(i)
+
+    def over(self) -> bool:
+        """Time is up, or a signal came."""
+        return bool(self.stop) or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def update(self, name: str, ok: list, measured: int) -> None:
+        """`measured` more candidates of kernel `name` ran, `ok` the latencies of those that did not fail."""
+        self.done += measured
         if ok and (self.best[name] is None or min(ok) < self.best[name]):
             self.best[name] = min(ok)
-        out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
-        if self.stop or out_of_time:
-            for i in range(len(self.names)):
-                task_scheduler.terminate_task(i)
         if self.progress:
             left = (self.deadline - time.monotonic()) if self.deadline else None
             self.progress({"trials": self.done, "total": self.trials, "kernel": name, "best": self.best[name],
                            "untuned": self.untuned.get(name), "seconds": time.monotonic() - self.t0,
-                           "seconds_left": left, "errors": len(runner_results) - len(ok), "unit": self.unit})
+                           "seconds_left": left, "errors": measured - len(ok), "unit": self.unit})

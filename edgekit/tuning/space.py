@@ -30,8 +30,11 @@ def reduction_block(sch):
 
 
 def tunable(func) -> bool:
+    """Whether the tuning covers this kernel: this template's, or an int8 micro-kernel convolution's
+    (int8.fast.blocks, measured one by one)."""
     from tvm import s_tir
-    return reduction_block(s_tir.Schedule(func)) is not None
+    from ..int8 import fast
+    return fast.is_micro(func) or reduction_block(s_tir.Schedule(func)) is not None
 
 
 def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
