@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .errors import UsageError
 
 
@@ -14,7 +16,7 @@ def import_onnx(model):
 
     if isinstance(model, (str, Path)):
         model = onnx.load(str(model))
-    model = _fold_pads(_fold_shapes(model))
+    model = _fold_scale_shift(_fold_pads(_fold_shapes(model)))
     shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}}
     try:
@@ -113,6 +115,64 @@ def _fold_pads(model):
             c.attribute.append(onnx.helper.make_attribute("pads", merged))
             c.input[0] = pad.input[0]
         g.node.remove(pad)
+    return model
+
+
+def _fold_scale_shift(model):
+    """A constant per-channel Mul or Add right after a Conv (the BatchNorm that tf2onnx leaves after each
+    depthwise convolution, as x * scale + shift) goes into the Conv's weights and bias: W * s, b * s + a. Each
+    folds only where the Conv's output has no other reader, so nothing else sees the unscaled values."""
+    import onnx
+    from onnx import numpy_helper
+    model = onnx.ModelProto.FromString(model.SerializeToString())  # the caller's model stays as it was
+    g = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    outputs = {o.name for o in g.output}
+
+    def per_channel(name, channels, rank):
+        """The constant as a vector over the output channels (axis 1), or None where it is not one."""
+        arr = consts.get(name)
+        if arr is None or arr.dtype.kind != "f" or arr.ndim > rank:
+            return None
+        shape = (1,) * (rank - arr.ndim) + arr.shape
+        if shape[1] not in (1, channels) or any(d != 1 for i, d in enumerate(shape) if i != 1):
+            return None
+        return np.broadcast_to(arr.reshape(-1), (channels,)).astype(np.float64)
+
+    for conv in [n for n in g.node if n.op_type == "Conv"]:
+        w = consts.get(conv.input[1])
+        if w is None or (len(conv.input) > 2 and conv.input[2] and conv.input[2] not in consts):
+            continue
+        w = w.astype(np.float64)
+        b = consts[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] else np.zeros(len(w))
+        folded = False
+        while True:
+            readers = [n for n in g.node if conv.output[0] in n.input]
+            if conv.output[0] in outputs or len(readers) != 1 or readers[0].op_type not in ("Mul", "Add"):
+                break
+            op = readers[0]
+            other = op.input[1] if op.input[0] == conv.output[0] else op.input[0]
+            v = per_channel(other, len(w), w.ndim)
+            if v is None:
+                break
+            if op.op_type == "Mul":
+                w, b = w * v.reshape(-1, *[1] * (w.ndim - 1)), b * v
+            else:
+                b = b + v
+            conv.output[0] = op.output[0]  # the Conv now computes what the Mul or Add did
+            g.node.remove(op)
+            folded = True
+        if folded:
+            dtype = consts[conv.input[1]].dtype
+            names = [f"{conv.output[0]}/folded_weights", f"{conv.output[0]}/folded_bias"]
+            g.initializer.extend(numpy_helper.from_array(a.astype(dtype), n) for a, n in zip((w, b), names))
+            del conv.input[1:]
+            conv.input.extend(names)
+    # constants no longer read go (those listed as graph inputs, as old ONNX files do, stay: they are inputs)
+    used = {i for n in g.node for i in n.input} | outputs | {i.name for i in g.input}
+    kept = [t for t in g.initializer if t.name in used]
+    del g.initializer[:]
+    g.initializer.extend(kept)
     return model
 
 

@@ -152,7 +152,46 @@ def input_twice():
                                               "shape": np.array([2, 3], np.int64)})
 
 
-@pytest.mark.parametrize("make", [tflite_style, residual, input_twice])
+def scale_shift():
+    """What tf2onnx writes for a depthwise convolution's BatchNorm (Mul, Add by per-channel constants), then a
+    Mul by a constant along W (not per channel), an Add whose Conv output is also read by another node, and a
+    per-channel Add before a Mul."""
+    rng = np.random.default_rng(3)
+    f = lambda *s: rng.uniform(0.5, 1.5, s).astype(np.float32)  # noqa: E731
+    nodes = [
+        n("Conv", ["x", "dw"], ["c1"], group=4, pads=[1, 1, 1, 1]),
+        n("Mul", ["c1", "scale"], ["m1"]),
+        n("Add", ["shift", "m1"], ["a1"]),
+        n("Clip", ["a1", "lo", "hi"], ["r1"]),
+        n("Conv", ["r1", "pw", "pb"], ["c2"]),
+        n("Mul", ["c2", "along_w"], ["m2"]),
+        n("Conv", ["m2", "pw2"], ["c3"]),
+        n("Add", ["c3", "bias3"], ["a3"]),
+        n("Relu", ["c3"], ["r3"]),
+        n("Add", ["a3", "r3"], ["s3"]),
+        n("Conv", ["s3", "pw3"], ["c4"]),
+        n("Add", ["c4", "bias4"], ["a4"]),
+        n("Mul", ["a4", "scale4"], ["y"]),
+    ]
+    return make_model(nodes, [1, 4, 6, 5], [1, 3, 6, 5], {
+        "dw": f(4, 1, 3, 3) - 1, "scale": f(4, 1, 1), "shift": f(1, 4, 1, 1) - 1, "lo": np.float32(0),
+        "hi": np.float32(6), "pw": f(6, 4, 1, 1) - 1, "pb": f(6), "along_w": f(1, 1, 1, 5), "pw2": f(6, 6, 1, 1) - 1,
+        "bias3": f(6, 1, 1), "pw3": f(3, 6, 1, 1) - 1, "bias4": f(3, 1, 1), "scale4": np.float32(0.7)})
+
+
+def test_per_channel_scale_and_shift_fold_into_the_convolution():
+    from edgekit.compiler import _fold_scale_shift
+    before = scale_shift()
+    after = _fold_scale_shift(before)
+    ops = [nd.op_type for nd in after.graph.node]
+    # folded: the BatchNorm pair, the last Add and Mul; kept: the Mul along W, the Add beside the Relu, the sum
+    assert ops == ["Conv", "Clip", "Conv", "Mul", "Conv", "Add", "Relu", "Add", "Conv"], ops
+    assert len(before.graph.node) == 13  # the caller's model is left as it was
+    x = difftest.inputs_for(before, 1)
+    np.testing.assert_allclose(difftest.reference(after, x)[0], difftest.reference(before, x)[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [tflite_style, residual, input_twice, scale_shift])
 def test_hand_written_graphs_match_onnx_runtime(make):
     assert_passes(difftest.check_graph(make()))
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import run_edgekit
+from test_remote import sshd  # noqa: F401 (a fixture: a private sshd on loopback)
 from test_signals import assert_clean_exit, start, wait_for
 
 
@@ -156,6 +157,27 @@ def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, blo
         del os.environ["XDG_CACHE_HOME"]
 
 
+def test_tune_over_ssh_then_build_applies_it_and_validates(sshd, block, tmp_path, monkeypatch):
+    """A Linux board over SSH (this machine behind a private sshd): each candidate runs in a one-kernel runner
+    copied to the board; nothing is left there, nor any ssh here."""
+    import psutil
+    from test_remote import HOST
+    monkeypatch.setenv("EDGEKIT_SSH_OPTIONS", " ".join(sshd["options"]))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    r = run_edgekit("tune", "--target", "host", "--model", block, "--trials", "8", "--host", HOST, "--json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["source"] == "device" and res["unit"] == "s" and res["trials"] >= 8
+    assert all(k["untuned"] and 0 < k["tuned"] <= k["untuned"] for k in res["kernels"])
+    assert any(k["schedule"] == "template" for k in res["kernels"])  # the seeds, measured on the board
+    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "ssh"]
+    assert not any((Path.home() / "edgekit" / "tune").glob("*"))
+    b = run_edgekit("build", "--target", "host", "--model", block, "--out", tmp_path / "b", "--json")
+    assert b.returncode == 0 and json.loads(b.stdout)["tuning"]["kernels_tuned"] >= 1, b.stderr
+    v = run_edgekit("validate", tmp_path / "b", "--inputs", "3", "--json")
+    assert v.returncode == 0 and json.loads(v.stdout)["validation"]["passed"], v.stdout + v.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path, sig):
     db = tmp_path / "db"
@@ -203,6 +225,7 @@ def test_a_record_cut_short_is_dropped(tmp_path):
 
 def test_bad_usage_is_one_line(block):
     for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "serial port"),
-                        (["--trials", "0"], "positive")):
+                        (["--trials", "0"], "positive"), (["--host", "a@b", "--tracker", "c:1", "--key", "k"],
+                                                          "not both")):
         r = run_edgekit("tune", "--target", "host", "--model", block, *args)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -154,31 +154,33 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
     if board.kind == "cuda":
         raise UsageError(f"edgekit tune measures edgekit's C kernels: {board.name} runs TVM's CUDA build, "
                          "which it does not tune yet")
-    if port or host:
-        raise UsageError("tuning over a serial port or SSH is not supported yet: start `python -m "
-                         "tvm.exec.rpc_server --tracker HOST:PORT --key KEY` on the board (README) and pass "
-                         "--tracker HOST:PORT --key KEY, or tune on the emulator (no --port)")
+    if port:
+        raise UsageError("tuning over a serial port (DWT cycles on a real MCU) is not supported yet: tune on the "
+                         "board's emulator (no --port)")
+    if tracker and host:
+        raise UsageError("give --host (one board over SSH) or --tracker (boards behind a TVM RPC tracker), not both")
     if tracker and (not key or ":" not in tracker):
         raise UsageError("--tracker takes HOST:PORT, with --key naming the boards (rpc_server --key)")
-    if tracker and board.kind != "linux":
-        raise UsageError(f"--tracker reaches Linux boards running TVM's rpc_server; {board.name} is tuned on "
-                         "its emulator (drop --tracker)")
+    if (tracker or host) and board.kind != "linux":
+        raise UsageError(f"--{'tracker' if tracker else 'host'} reaches Linux boards; {board.name} is tuned on its "
+                         f"emulator (drop --{'tracker' if tracker else 'host'})")
     if (trials is not None and trials < 1) or (minutes is not None and minutes <= 0):
         raise UsageError("--trials and --minutes must be positive")
     cfg = None if model is not None else (cfg or ModelConfig())
     with tempfile.TemporaryDirectory(prefix="edgekit-front-") as d:
         mod, manifest = front_end(Path(d), board, cfg, model, weights, quantize, calibration, stage)
     stage("measure the untuned kernels")
-    result = tune(board, mod, trials=trials, minutes=minutes, db=db, tracker=tracker, key=key, progress=progress)
+    result = tune(board, mod, trials=trials, minutes=minutes, db=db, tracker=tracker, key=key, host=host,
+                  progress=progress)
     return {"target": board.name, **{k: manifest.get(k) for k in ("arch", "alpha", "resolution", "macs", "params")},
             "source": "emulator" if board.kind == "mcu" else "device",
             "unit": "instructions" if board.kind == "mcu" else "s", **result}
 
 
 def tune(board, mod, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
-         tracker: str | None = None, key: str | None = None, progress=None) -> dict:
-    """Search each kernel's schedule, measuring on `board` (here, through `tracker` with `key`, or its
-    emulator), until `trials` candidates in all or `minutes` have passed. Every measured record goes into the
+         tracker: str | None = None, key: str | None = None, host: str | None = None, progress=None) -> dict:
+    """Search each kernel's schedule, measuring on `board` (here, through `tracker` with `key`, over SSH at
+    `host`, or on its emulator), until `trials` candidates in all or `minutes` have passed. Every measured record goes into the
     database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes in the CLI) keeps
     them. progress(dict) hears of each round. Returns the per-kernel table (untuned and tuned latency)."""
     import tvm
@@ -205,8 +207,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     jobs = max(1, min(4, os.cpu_count() or 1))
     t0 = time.monotonic()
     with measure.work_dir() as work:
-        builder = measure.CandidateBuilder(board, Path(work), jobs)
-        runner = measure.runner(board, tracker, key, jobs)
+        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None)
+        runner = measure.runner(board, tracker, key, jobs, host)
         previous = {}
         try:
             untuned = _untuned(found, builder, runner, target)
@@ -355,7 +357,7 @@ def is_baseline(func) -> bool:
 
 def _close(runner) -> None:
     """Runner worker processes (TVM's local and RPC runners keep a pool) end with the tune, however it ends;
-    the emulator runner ends its QEMUs within each run."""
+    the firmware runner ends its QEMUs (or ssh sessions) within each run."""
     pool = getattr(runner, "pool", None)
     if pool is not None:
         pool.shutdown()

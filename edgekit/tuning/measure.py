@@ -1,8 +1,9 @@
 """Candidates measured as they ship: each is edgekit's C for the kernel (codegen.lower.build_kernel, the text
 that goes into kernels.c), compiled with the board's own toolchain and flags, and timed on the board.
 Linux boards: a shared library TVM's runtime loads (TVM-FFI packed ABI), timed by its time_evaluator here
-(LocalRunner) or on boards behind TVM's RPC tracker (RPCRunner). MCUs: the C goes to a measurement
-firmware on the emulator (emulator.EmulatorRunner), counted in instructions."""
+(LocalRunner) or on boards behind TVM's RPC tracker (RPCRunner); or, over SSH, in a one-kernel firmware run on
+the board (firmware_runner.FirmwareRunner). MCUs: the C goes to such a firmware on the emulator, counted in
+instructions."""
 from __future__ import annotations
 
 import json
@@ -42,9 +43,10 @@ def _includes() -> list[str]:
 class CandidateBuilder(ms.builder.PyBuilder):
     """Build each candidate into `work_dir`, `jobs` at a time in this process (no worker pool to start)."""
 
-    def __init__(self, board, work_dir: Path, jobs: int = 2):
+    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False):
         super().__init__()
         self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
+        self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
         self.count = 0
 
     def build(self, build_inputs):
@@ -63,7 +65,7 @@ class CandidateBuilder(ms.builder.PyBuilder):
             if is_baseline(func):  # the record that stands for codegen's own schedule measures that schedule
                 func = shrink(func)[0]
             kernel = build_kernel(func, SYMBOL, c_target(self.board), stack_bytes=stack_bytes(self.board))
-            if self.board.kind != "linux":
+            if self.firmware:
                 path = d / "kernel.json"
                 path.write_text(json.dumps({"source": kernel.source, "symbol": SYMBOL, "helpers": kernel.helpers,
                                             "workspace_bytes": kernel.workspace_bytes}))
@@ -87,8 +89,12 @@ def compile_shared(board, kernel, stem: Path) -> str:
 EVALUATOR = ms.runner.EvaluatorConfig(number=5, repeat=3, min_repeat_ms=40, enable_cpu_cache_flush=False)
 
 
-def runner(board, tracker: str | None = None, key: str | None = None, jobs: int = 2):
-    """Where candidates run: this machine, the boards behind a TVM RPC tracker, or the board's emulator."""
+def runner(board, tracker: str | None = None, key: str | None = None, jobs: int = 2, host: str | None = None):
+    """Where candidates run: this machine, the boards behind a TVM RPC tracker, a board over SSH (host), or the
+    board's emulator."""
+    from .firmware_runner import FirmwareRunner
+    if host:
+        return FirmwareRunner(board.name, jobs=jobs, host=host)
     if tracker:
         host, _, port = tracker.rpartition(":")
         return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
@@ -96,8 +102,7 @@ def runner(board, tracker: str | None = None, key: str | None = None, jobs: int 
                                    evaluator_config=EVALUATOR, max_workers=jobs)
     if board.kind == "linux":
         return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=EVALUATOR)
-    from .emulator import EmulatorRunner
-    return EmulatorRunner(board.name, jobs=jobs)
+    return FirmwareRunner(board.name, jobs=jobs)
 
 
 def work_dir():

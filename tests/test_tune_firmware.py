@@ -48,12 +48,12 @@ def candidate(tmp_path, name, kernel=None, source=None):
 @pytest.fixture(scope="module")
 def results(conv, tmp_path_factory):
     from tvm.s_tir.meta_schedule.runner import RunnerInput
-    from edgekit.tuning.emulator import EmulatorRunner
+    from edgekit.tuning.firmware_runner import FirmwareRunner
     shrunk, default, args_info = conv
     d = tmp_path_factory.mktemp("candidates")
     paths = [candidate(d, "a", shrunk), candidate(d, "b", shrunk), candidate(d, "default", default),
              candidate(d, "broken", source="int32_t __tvm_ffi_main(void) { this is not C }")]
-    futures = EmulatorRunner(TARGET, jobs=2, runs=2).run([RunnerInput(str(p), "cpu", args_info) for p in paths])
+    futures = FirmwareRunner(TARGET, jobs=2, runs=2).run([RunnerInput(str(p), "cpu", args_info) for p in paths])
     assert all(f.done() for f in futures)
     return [(None if r.run_secs is None else [float(x) for x in r.run_secs], r.error_msg)
             for r in (f.result() for f in futures)]
@@ -74,7 +74,7 @@ def test_a_candidate_that_does_not_compile_is_an_error_result(results):
 
 
 def test_measure_matches_the_runner(conv, results):
-    from edgekit.tuning.emulator import measure
+    from edgekit.tuning.firmware_runner import measure
     shrunk, _, args_info = conv
     args = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in args_info]
     assert measure(TARGET, shrunk.source, "__tvm_ffi_main", shrunk.workspace_bytes, shrunk.helpers, args, runs=1) \
@@ -89,7 +89,7 @@ def test_sigterm_kills_every_emulator(conv, tmp_path):
     from tvm.s_tir.meta_schedule.runner import RunnerInput
     from edgekit.cli import SIGNALS, _interrupted
     from edgekit.errors import PENDING_SIGNALS
-    from edgekit.tuning.emulator import EmulatorRunner
+    from edgekit.tuning.firmware_runner import FirmwareRunner
     *_, args_info = conv
     forever = "int32_t __tvm_ffi_main(void *a, void *b, int32_t c, void *d) { for (;;) {} }"
     inputs = [RunnerInput(str(candidate(tmp_path, f"hang{i}", source=forever)), "cpu", args_info) for i in range(3)]
@@ -106,7 +106,7 @@ def test_sigterm_kills_every_emulator(conv, tmp_path):
         threading.Thread(target=terminate_once_emulating, daemon=True).start()
         start = time.monotonic()
         with pytest.raises((KeyboardInterrupt, RuntimeError)):  # TVM's FFI makes it a RuntimeError on the way out
-            EmulatorRunner(TARGET, jobs=2).run(inputs)
+            FirmwareRunner(TARGET, jobs=2).run(inputs)
         assert time.monotonic() - start < 30 and not emulators()
     finally:
         PENDING_SIGNALS.clear()  # what the CLI's handler recorded: this process goes on
