@@ -180,9 +180,10 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
 def tune(board, mod, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
          tracker: str | None = None, key: str | None = None, host: str | None = None, progress=None) -> dict:
     """Search each kernel's schedule, measuring on `board` (here, through `tracker` with `key`, over SSH at
-    `host`, or on its emulator), until `trials` candidates in all or `minutes` have passed. Every measured record goes into the
-    database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes in the CLI) keeps
-    them. progress(dict) hears of each round. Returns the per-kernel table (untuned and tuned latency)."""
+    `host`, or on its emulator), until `trials` candidates in all or `minutes` have passed. Every measured
+    record goes into the database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes
+    in the CLI) keeps them. progress(dict) hears of each round. Returns the per-kernel table (untuned and
+    tuned latency)."""
     import tvm
     from ..compiler import for_board
     from ..int8 import fast
@@ -218,8 +219,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             searched = [t for t in found if not fast.is_micro(t[1])]
             for n, f, _ in found:  # codegen's own schedule competes too: where the search cannot beat it, it stays
                 if untuned.get(n) is not None:  # (a micro-kernel convolution's is its template's default block)
-                    key, value = (MICRO_BLOCK, list(fast.blocks(f)[0])) if fast.is_micro(f) else (BASELINE, 1)
-                    _commit(database, f, key, value, untuned[n], target)
+                    mark, value = (MICRO_BLOCK, list(fast.blocks(f)[0])) if fast.is_micro(f) else (BASELINE, 1)
+                    _commit(database, f, mark, value, untuned[n], target)
             checkpoint()  # a signal deferred while TVM ran the measurements (errors.PENDING_SIGNALS)
             _commit_seeds(searched, space.seeds(board), builder, runner, database, target)
             checkpoint()
