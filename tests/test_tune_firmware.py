@@ -2,6 +2,7 @@
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -17,10 +18,9 @@ def emulators():
 
 
 @pytest.fixture(scope="module")
-def conv():
-    """A 3x3 conv + ReLU kernel: (scheduled for MCUs, TVM's default schedule, its argument infos)."""
+def conv_func():
+    """A 3x3 conv + ReLU kernel, unscheduled."""
     from onnx import TensorProto, helper, numpy_helper
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from edgekit.codegen import lower
     from edgekit.compiler import import_onnx
     w = np.random.default_rng(0).normal(0, 0.5, (8, 4, 3, 3)).astype(np.float32)
@@ -31,6 +31,15 @@ def conv():
                           [numpy_helper.from_array(w, "w")])
     mod = lower._fuse(import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])))
     (func,) = [f for gv, f in mod.functions.items() if gv.name_hint != "main"]
+    return func
+
+
+@pytest.fixture(scope="module")
+def conv(conv_func):
+    """That kernel: (scheduled for MCUs, TVM's default schedule, its argument infos)."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from edgekit.codegen import lower
+    func = conv_func
     target = {"kind": "c", "mcpu": "cortex-m4"}
     return (lower.build_kernel(lower.shrink(func)[0], "__tvm_ffi_main", target),
             lower.build_kernel(func, "__tvm_ffi_main", target), ArgInfo.from_prim_func(func))
@@ -112,3 +121,21 @@ def test_sigterm_kills_every_emulator(conv, tmp_path):
         PENDING_SIGNALS.clear()  # what the CLI's handler recorded: this process goes on
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_a_candidate_that_would_grow_the_arena_is_a_build_error(conv_func, tmp_path):
+    """MCU tiles live in the arena: a candidate whose workspace exceeds what is free at its layer (tuning's
+    workspace_limits) is refused, so a tuned build's arena stays the untuned one's."""
+    import tvm
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from edgekit import target
+    from edgekit.tuning import c_target, signature
+    from edgekit.tuning.measure import CandidateBuilder
+    board = target.get(TARGET)
+    inp = BuilderInput(tvm.IRModule({"main": conv_func}), tvm.target.Target(c_target(board)))  # TVM's default: a workspace
+    need = json.loads(Path(CandidateBuilder(board, tmp_path, 1).build([inp])[0].artifact_path).read_text())
+    assert need["workspace_bytes"] > 0
+    for limit, ok in ((need["workspace_bytes"] - 1, False), (need["workspace_bytes"], True)):
+        (tmp_path / str(limit)).mkdir()
+        (res,) = CandidateBuilder(board, tmp_path / str(limit), 1, limits={signature(conv_func): limit}).build([inp])
+        assert (res.error_msg is None) == ok and (ok or "grow the arena" in res.error_msg), res.error_msg

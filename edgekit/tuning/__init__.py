@@ -123,6 +123,31 @@ def tuned_for(board, db: Path | None = None) -> Tuned | None:
     return None if database is None and seed is None else Tuned(database, c_target(board), path, seed)
 
 
+def signature(func) -> tuple:
+    """A kernel's parameters (shapes, dtypes): what its candidates keep, scheduled or not."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    return tuple(str(a.as_json()) for a in ArgInfo.from_prim_func(func))
+
+
+def workspace_limits(mod, board) -> dict:
+    """MCUs keep every tile in the arena (stack_bytes 0): for each kernel signature, the arena bytes its
+    workspace may take without growing the arena of the untuned build, i.e. what is free there while it runs
+    (at the least free of its calls), or its untuned workspace where that is more."""
+    from ..codegen import _buffers
+    from ..codegen.emit import ALIGN
+    from ..codegen.lower import lower
+    from ..codegen.plan import align_up, plan
+    prog = lower(mod, target=c_target(board))
+    bufs, keys = _buffers(prog)
+    arena = plan(bufs, align=ALIGN).arena_bytes
+    limits = {}
+    for i, c in enumerate(prog.calls):
+        live = sum(align_up(b.size, ALIGN) for b, k in zip(bufs, keys) if b.first <= i <= b.last and isinstance(k, str))
+        sig, own = signature(prog.kernels[c.kernel].func), prog.kernels[c.kernel].workspace_bytes
+        limits[sig] = min(limits.get(sig, arena), max(arena - live, own))
+    return limits
+
+
 def tasks(mod) -> list[tuple[str, object, int]]:
     """(name, PrimFunc, calls) for each kernel the search space covers, in model order."""
     from ..codegen.lower import _fuse, _is_scheduled
@@ -189,7 +214,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     from ..int8 import fast
     from . import measure, space
 
-    found = tasks(for_board(mod, board))
+    mod = for_board(mod, board)
+    found = tasks(mod)
     if not found:
         return {"database": str(database_dir(board.name, db)), "kernels": [], "trials": 0, "seconds": 0.0}
     path = database_dir(board.name, db)
@@ -208,7 +234,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     jobs = max(1, min(4, os.cpu_count() or 1))
     t0 = time.monotonic()
     with measure.work_dir() as work:
-        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None)
+        limits = workspace_limits(mod, board) if board.kind == "mcu" else None
+        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits)
         runner = measure.runner(board, tracker, key, jobs, host)
         previous = {}
         try:

@@ -17,7 +17,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
 from ..errors import checkpoint
-from . import c_target, stack_bytes
+from . import c_target, signature, stack_bytes
 
 SYMBOL = "__tvm_ffi_main"  # what TVM's runtime looks up for the module's "main"
 
@@ -43,10 +43,11 @@ def _includes() -> list[str]:
 class CandidateBuilder(ms.builder.PyBuilder):
     """Build each candidate into `work_dir`, `jobs` at a time in this process (no worker pool to start)."""
 
-    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False):
+    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False, limits: dict | None = None):
         super().__init__()
         self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
         self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
+        self.limits = limits or {}  # signature -> the most workspace bytes a candidate may take (workspace_limits)
         self.count = 0
 
     def build(self, build_inputs):
@@ -65,6 +66,10 @@ class CandidateBuilder(ms.builder.PyBuilder):
             if is_baseline(func):  # the record that stands for codegen's own schedule measures that schedule
                 func = shrink(func)[0]
             kernel = build_kernel(func, SYMBOL, c_target(self.board), stack_bytes=stack_bytes(self.board))
+            limit = self.limits.get(signature(func))
+            if limit is not None and kernel.workspace_bytes > limit:
+                return ms.builder.BuilderResult(None, f"its {kernel.workspace_bytes} B of workspace would grow the "
+                                                      f"arena ({limit} B are free while it runs)")
             if self.firmware:
                 path = d / "kernel.json"
                 path.write_text(json.dumps({"source": kernel.source, "symbol": SYMBOL, "helpers": kernel.helpers,
