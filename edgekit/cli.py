@@ -154,7 +154,7 @@ def _tune_progress(quiet: bool):
         by_time = e["seconds_left"] is not None
         done, total = (e["seconds"], e["seconds"] + max(e["seconds_left"], 0)) if by_time else (e["trials"], e["total"])
         best = f"{e['best'] * 1e3:.3f} ms" if e["best"] is not None and e["unit"] == "s" else \
-            (f"{e['best']:,.0f} instr" if e["best"] is not None else "-")
+            (f"{e['best']:,.0f} {e['unit']}" if e["best"] is not None else "-")
         bar.update(task, completed=done, total=total, description=f"tuning {e['trials']} trials",
                    info=f"{e['kernel']}: best {best}")
 
@@ -167,7 +167,7 @@ def _print_tuning(console, r):
     from rich.table import Table
     unit = r["unit"]
     fmt = (lambda v: f"{v * 1e3:.4f}") if unit == "s" else (lambda v: f"{v:,.0f}")
-    table = Table("kernel", "calls", f"untuned ({'ms' if unit == 's' else 'instructions'})", "tuned", "speed-up",
+    table = Table("kernel", "calls", f"untuned ({'ms' if unit == 's' else unit})", "tuned", "speed-up",
                   "share", "schedule", title=f"{r['trials']} trials in {r['seconds']:.0f} s on {r['target']} "
                                              f"({r['source']})")
     for k in r["kernels"]:

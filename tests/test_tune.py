@@ -224,7 +224,7 @@ def test_a_record_cut_short_is_dropped(tmp_path):
 
 
 def test_bad_usage_is_one_line(block):
-    for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "serial port"),
+    for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "pyocd"),
                         (["--trials", "0"], "positive"), (["--host", "a@b", "--tracker", "c:1", "--key", "k"],
                                                           "not both")):
         r = run_edgekit("tune", "--target", "host", "--model", block, *args)

@@ -139,3 +139,58 @@ def test_a_candidate_that_would_grow_the_arena_is_a_build_error(conv_func, tmp_p
         (tmp_path / str(limit)).mkdir()
         (res,) = CandidateBuilder(board, tmp_path / str(limit), 1, limits={signature(conv_func): limit}).build([inp])
         assert (res.error_msg is None) == ok and (ok or "grow the arena" in res.error_msg), res.error_msg
+
+
+class FlashedQemu:
+    """pyocd's part for a board on the bench: each flash restarts "the board" (QEMU) on the new firmware, its UART
+    served on a fixed TCP port, which is the board's serial port."""
+
+    def __init__(self):
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.tcp = sock.getsockname()[1]
+        self.url, self.proc, self.flashed = f"socket://127.0.0.1:{self.tcp}", None, 0
+
+    def flash(self, board, elf):
+        import socket
+        import subprocess
+        self.close()
+        self.proc = subprocess.Popen([*board.emulator["command"], "-kernel", str(elf), "-nographic", "-monitor", "none",
+                                      "-serial", f"tcp:127.0.0.1:{self.tcp},server=on,wait=off"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:  # listening: the board is up
+            try:
+                socket.create_connection(("127.0.0.1", self.tcp), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and self.proc.poll() is None
+                time.sleep(0.05)
+        self.flashed += 1
+
+    def close(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_on_a_board_at_a_serial_port_each_candidate_is_flashed_and_measured(conv, results, monkeypatch, tmp_path):
+    """--port: the firmware runner flashes each candidate (flash.flash_board, pyocd on a real board; QEMU behind
+    a TCP port here) and reads the board's own counter over the port, one candidate at a time."""
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+    from edgekit.tuning.firmware_runner import FirmwareRunner
+    shrunk, default, args_info = conv
+    board = FlashedQemu()
+    monkeypatch.setattr("edgekit.flash.flash_board", board.flash)
+    try:
+        paths = [candidate(tmp_path, "a", shrunk), candidate(tmp_path, "default", default)]
+        futures = FirmwareRunner(TARGET, jobs=2, port=board.url).run([RunnerInput(str(p), "cpu", args_info)
+                                                                      for p in paths])
+        got = [f.result() for f in futures]
+    finally:
+        board.close()
+    assert board.flashed == 2 and all(r.error_msg is None for r in got), [r.error_msg for r in got]
+    # without the emulator's SysTick alignment the count is the board's own: within one 40-instruction tick
+    for r, (emulated, _) in zip(got, [results[0], results[2]]):
+        assert abs(float(r.run_secs[0]) - emulated[0]) <= 40

@@ -179,11 +179,13 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
     if board.kind == "cuda":
         raise UsageError(f"edgekit tune measures edgekit's C kernels: {board.name} runs TVM's CUDA build, "
                          "which it does not tune yet")
-    if port:
-        raise UsageError("tuning over a serial port (DWT cycles on a real MCU) is not supported yet: tune on the "
-                         "board's emulator (no --port)")
-    if tracker and host:
-        raise UsageError("give --host (one board over SSH) or --tracker (boards behind a TVM RPC tracker), not both")
+    if port and (board.kind != "mcu" or board.section("flasher").get("kind") != "pyocd"):
+        raise UsageError(f"--port tunes a microcontroller board flashed with pyocd, on its serial port; "
+                         f"{board.name} is not one" + (" (it is tuned on its emulator: drop --port)"
+                                                       if board.kind == "mcu" else ""))
+    if sum(map(bool, (port, host, tracker))) > 1:
+        raise UsageError("give one of --port (an MCU board), --host (a Linux board over SSH) or --tracker "
+                         "(Linux boards behind a TVM RPC tracker), not several")
     if tracker and (not key or ":" not in tracker):
         raise UsageError("--tracker takes HOST:PORT, with --key naming the boards (rpc_server --key)")
     if (tracker or host) and board.kind != "linux":
@@ -196,16 +198,22 @@ def tune_model(target: str, cfg=None, model: Path | None = None, weights: Path |
         mod, manifest = front_end(Path(d), board, cfg, model, weights, quantize, calibration, stage)
     stage("measure the untuned kernels")
     result = tune(board, mod, trials=trials, minutes=minutes, db=db, tracker=tracker, key=key, host=host,
-                  progress=progress)
+                  port=port, progress=progress)
     return {"target": board.name, **{k: manifest.get(k) for k in ("arch", "alpha", "resolution", "macs", "params")},
-            "source": "emulator" if board.kind == "mcu" else "device",
-            "unit": "instructions" if board.kind == "mcu" else "s", **result}
+            "source": "emulator" if board.kind == "mcu" and not port else "device", "unit": unit(board, port),
+            **result}
+
+
+def unit(board, port: str | None = None) -> str:
+    """What measurements count: instructions on an emulated MCU, cycles on a real one, seconds elsewhere."""
+    return "s" if board.kind != "mcu" else "cycles" if port else "instructions"
 
 
 def tune(board, mod, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
-         tracker: str | None = None, key: str | None = None, host: str | None = None, progress=None) -> dict:
+         tracker: str | None = None, key: str | None = None, host: str | None = None, port: str | None = None,
+         progress=None) -> dict:
     """Search each kernel's schedule, measuring on `board` (here, through `tracker` with `key`, over SSH at
-    `host`, or on its emulator), until `trials` candidates in all or `minutes` have passed. Every measured
+    `host`, at serial `port`, or on its emulator), until `trials` candidates in all or `minutes` have passed. Every measured
     record goes into the database as it comes, so an interrupted run (KeyboardInterrupt, which SIGTERM becomes
     in the CLI) keeps them. progress(dict) hears of each round. Returns the per-kernel table (untuned and
     tuned latency)."""
@@ -236,7 +244,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     with measure.work_dir() as work:
         limits = workspace_limits(mod, board) if board.kind == "mcu" else None
         builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits)
-        runner = measure.runner(board, tracker, key, jobs, host)
+        runner = measure.runner(board, tracker, key, jobs, host, port)
         previous = {}
         try:
             untuned = _untuned(found, builder, runner, target)
@@ -251,8 +259,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             checkpoint()  # a signal deferred while TVM ran the measurements (errors.PENDING_SIGNALS)
             _commit_seeds(searched, space.seeds(board), builder, runner, database, target)
             checkpoint()
-            report = measure.Progress(found, untuned, trials, deadline, stop, progress,
-                                      "instructions" if board.kind == "mcu" else "s")
+            report = measure.Progress(found, untuned, trials, deadline, stop, progress, unit(board, port))
             _measure_blocks(blocked, builder, runner, database, target, trials, report)
             left = None if trials is None else trials - report.done
             if searched and not report.over() and (left is None or left > 0):

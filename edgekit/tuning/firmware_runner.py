@@ -1,6 +1,7 @@
 """Candidates measured in a one-kernel edgekit firmware (the ordinary generated model code, protocol core and
-board port), timed through the serial link: on a Cortex-M board's emulator in instructions, or on a Linux board
-over SSH in seconds.
+board port), timed through the serial link: on a Cortex-M board's emulator in instructions, on a real Cortex-M
+board (flashed per candidate, reached on its serial port) in its counter's cycles, or on a Linux board over SSH
+in seconds.
 
 The emulated firmware's counter is SysTick, which under -icount shift=0 ticks every 40 instructions at a phase
 set by when the host's command arrived, so a count varies by a tick from run to run. The measurement program
@@ -14,7 +15,7 @@ import json
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -56,40 +57,51 @@ def program(source: str, symbol: str, workspace_bytes: int, helpers: str, args, 
     return Program({t.name: t for t in tensors}, calls, kernels, "tick", "out")
 
 
-# Linux boards: no SysTick to align, and the clock is the OS's (ns): the best of many calls
-SYNC_LINUX = f"int32_t {SYNC}(void *self, void *args, int32_t num_args, void *result) {{ return 0; }}\n"
-LINUX_RUNS = 25
+# Real boards have no emulated SysTick to align: their counter (DWT cycles, the OS clock) runs on its own, and
+# the least of several calls is the figure
+SYNC_NONE = f"int32_t {SYNC}(void *self, void *args, int32_t num_args, void *result) {{ return 0; }}\n"
+DEVICE_RUNS = 25
 
 
 def measure(target_name: str, source: str, symbol: str, workspace_bytes: int, helpers: str, args,
-            runs: int = 2, build_dir: str | None = None, host: str | None = None) -> float:
+            runs: int = 2, build_dir: str | None = None, host: str | None = None, port: str | None = None) -> float:
     """One kernel's cost per call, built into a one-kernel firmware for the target: on its emulator,
-    instructions (QEMU -icount shift=0, not cycles), the fewest of `runs` (they agree); on a Linux board
-    reached over SSH (host, USER@ADDR), seconds, the least of LINUX_RUNS calls. args: (shape, dtype) of each
-    argument, the output last; the inputs hold fixed pseudo-random values. The firmware is built in a
-    temporary directory under build_dir (its name also names the board's copy, so that it can be killed)."""
+    instructions (QEMU -icount shift=0, not cycles), the fewest of `runs` (they agree); on a real MCU flashed
+    through its flasher and reached at `port`, its counter's cycles; on a Linux board reached over SSH (host,
+    USER@ADDR), seconds; both the least of DEVICE_RUNS calls. args: (shape, dtype) of each argument, the output
+    last; the inputs hold fixed pseudo-random values. The firmware is built in a temporary directory under
+    build_dir (its name also names the board's copy, so that it can be killed)."""
     from ..codegen import write
     from ..firmware import build_firmware
     from ..flash import emulate
     from ..link import Device
     board = targets.get(target_name)
     if host is not None and board.kind != "linux":
-        raise UsageError(f"{target_name} is not a Linux board: it is measured on its emulator, not over SSH")
-    if host is None and ((board.emulator or {}).get("kind") != "qemu-system" or
-                         board.section("firmware").get("timer") != "systick"):
+        raise UsageError(f"{target_name} is not a Linux board: it is not measured over SSH")
+    if port is not None and board.kind != "mcu":
+        raise UsageError(f"{target_name} is not a microcontroller board: it is not measured on a serial port")
+    if host is None and port is None and ((board.emulator or {}).get("kind") != "qemu-system" or
+                                          board.section("firmware").get("timer") != "systick"):
         raise UsageError(f"{target_name} is not a Cortex-M board emulated in QEMU with a SysTick counter")
-    sync = SYNC_C if host is None else SYNC_LINUX
+    emulated = host is None and port is None
     with tempfile.TemporaryDirectory(prefix="edgekit-measure-", dir=build_dir) as tmp:
-        write(program(source, symbol, workspace_bytes, helpers, args, sync), Path(tmp) / "model", "kernel",
-              board.core)
+        write(program(source, symbol, workspace_bytes, helpers, args, SYNC_C if emulated else SYNC_NONE),
+              Path(tmp) / "model", "kernel", board.core)
         digest = hashlib.sha256(source.encode()).hexdigest()
         fw = build_firmware(board, Path(tmp) / "model", "kernel", digest, Path(tmp) / "fw")["firmware"]
-        where = emulate(board, fw) if host is None else _over_ssh(host, fw, Path(tmp))
+        where = emulate(board, fw) if emulated else _over_ssh(host, fw, Path(tmp)) if host else _flashed(board, fw, port)
         with where as url, Device(url) as dev:
             dev.load_input(bytes(4))
-            if host is None:
-                return min(dev.profile()[1][1] for _ in range(runs))
-            return min(dev.profile()[1][1] for _ in range(LINUX_RUNS)) * 1e-9
+            best = min(dev.profile()[1][1] for _ in range(runs if emulated else DEVICE_RUNS))
+            return best * 1e-9 if host else best
+
+
+@contextmanager
+def _flashed(board, firmware: Path, port: str):
+    """The measurement firmware flashed onto the board (flash.flash_board), then its serial port."""
+    from ..flash import flash_board
+    flash_board(board, firmware)
+    yield port
 
 
 REMOTE_DIR = "edgekit/tune"  # on the board, under the login's home
@@ -129,13 +141,15 @@ class _Done(PyRunnerFuture):
 @derived_object
 class FirmwareRunner(PyRunner):
     """MetaSchedule runner measuring each candidate in a one-kernel firmware (measure): on the board's emulator,
-    run_secs are instruction counts per call (lower is better), not seconds, `jobs` QEMUs at a time; on a Linux
-    board over SSH (host), seconds, one candidate at a time (two would share the board's cores and caches).
-    Candidates are the builder's JSON artifacts ({"source", "symbol", "workspace_bytes", "helpers"})."""
+    run_secs are instruction counts per call (lower is better), not seconds, `jobs` QEMUs at a time; on a real
+    MCU at `port`, cycles; on a Linux board over SSH (host), seconds. A real board takes one candidate at a time
+    (two would share its cores and caches, or its flash). Candidates are the builder's JSON artifacts
+    ({"source", "symbol", "workspace_bytes", "helpers"})."""
 
-    def __init__(self, target_name: str, jobs: int = 2, runs: int = 2, host: str | None = None):
+    def __init__(self, target_name: str, jobs: int = 2, runs: int = 2, host: str | None = None,
+                 port: str | None = None):
         super().__init__()
-        self.target_name, self.jobs, self.runs, self.host = target_name, jobs, runs, host
+        self.target_name, self.jobs, self.runs, self.host, self.port = target_name, jobs, runs, host, port
         self.board_lock = threading.Lock()
 
     def run(self, runner_inputs):
@@ -165,9 +179,9 @@ class FirmwareRunner(PyRunner):
         try:
             art = json.loads(Path(x.artifact_path).read_text())
             args = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in x.args_info]
-            with self.board_lock if self.host else nullcontext():
+            with self.board_lock if self.host or self.port else nullcontext():
                 n = measure(self.target_name, art["source"], art["symbol"], art["workspace_bytes"], art["helpers"],
-                            args, self.runs, build_dir=tmp, host=self.host)
+                            args, self.runs, build_dir=tmp, host=self.host, port=self.port)
             return RunnerResult([float(n)], None)
         except Exception as e:  # noqa: BLE001 (a candidate that fails is a result, not an error)
             return RunnerResult(None, f"{type(e).__name__}: {e}")

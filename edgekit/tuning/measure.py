@@ -94,12 +94,13 @@ def compile_shared(board, kernel, stem: Path) -> str:
 EVALUATOR = ms.runner.EvaluatorConfig(number=5, repeat=3, min_repeat_ms=40, enable_cpu_cache_flush=False)
 
 
-def runner(board, tracker: str | None = None, key: str | None = None, jobs: int = 2, host: str | None = None):
-    """Where candidates run: this machine, the boards behind a TVM RPC tracker, a board over SSH (host), or the
-    board's emulator."""
+def runner(board, tracker: str | None = None, key: str | None = None, jobs: int = 2, host: str | None = None,
+           port: str | None = None):
+    """Where candidates run: this machine, the boards behind a TVM RPC tracker, a board over SSH (host), an MCU
+    board at its serial port, or the board's emulator."""
     from .firmware_runner import FirmwareRunner
-    if host:
-        return FirmwareRunner(board.name, jobs=jobs, host=host)
+    if host or port:
+        return FirmwareRunner(board.name, jobs=jobs, host=host, port=port)
     if tracker:
         host, _, port = tracker.rpartition(":")
         return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
