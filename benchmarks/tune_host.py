@@ -1,7 +1,7 @@
 """`edgekit tune` on this machine (host target), then tuned edgekit against ONNX Runtime and TFLite's XNNPACK
 (TensorFlow's interpreter with num_threads) at 1 and 2 threads, float32 batch 1, rounds interleaved, all in
 this run. The tune starts from an empty database and has `--minutes` (default 10) per model.
-Ratios > 1 mean edgekit is slower. Usage: tune_host.py [--minutes M] [--rounds R]"""
+Ratios > 1 mean edgekit is slower. Usage: tune_host.py [--minutes M] [--rounds R] [--model v2:1.0:160 ...]"""
 import argparse
 import contextlib
 import io
@@ -58,12 +58,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--model", action="append", metavar="ARCH:ALPHA:RES",
+                    help="MobileNet(s) to tune instead of the two above, e.g. v2:1.0:160")
     args = ap.parse_args()
     host = target.get("host")
     print(f"host CPU, float32, batch 1; tuning {args.minutes:g} min per model from an empty database")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name, cfg in MODELS.items():
+        models = MODELS if not args.model else {
+            m: ModelConfig(a, float(al), (int(r), int(r))) for m in args.model for a, al, r in [m.split(":")]}
+        for name, cfg in models.items():
             plain = build("host", cfg, out=tmp / "plain", tuning=False)
             seeded = build("host", cfg, out=tmp / "seeded", db=tmp / "no-database")  # seed tiles, no records
             db = tmp / f"db-{cfg.arch}"

@@ -38,7 +38,8 @@ def build(target: str, cfg: ModelConfig | None = None, model: Path | None = None
     mlperf: an MLPerf Tiny benchmark (vww01, ic01, kws01, ad01): the firmware takes the official runner's raw
     input for it and reports its name (edgekit.mlperf).
     check_budget=False keeps a build that does not fit the board (its memory report says by how much).
-    tuning: apply the target's tuning database (`db`, default tuning.database_dir) where it has records."""
+    tuning: apply the target's tuning records where there are some: database `db`, or by default the user's
+    (tuning.database_dir) then those edgekit ships (tuning.shipped_dir)."""
     board = targets.get(target)
     check_inputs(board, model, weights, quantize, calibration, mlperf)
     stage = checkpointed(stage)
@@ -209,5 +210,5 @@ def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget
                              f"{budget:,} B): try a smaller --alpha or --resolution, or a board with more {what}")
     return {"artifact": {"onnx": "model.onnx", "c_library": "c", "firmware": str(fw["firmware"].relative_to(d.resolve()))},
             "memory": memory, "layers": len(info["layers"]),
-            "tuning": {"database": str(tuned.path) if tuned and tuned.database is not None else None,
+            "tuning": {"database": str(tuned.path) if tuned and tuned.path else None,
                        "kernels_tuned": info["kernels_tuned"], "kernels": info["kernels"]}}

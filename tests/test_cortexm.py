@@ -35,6 +35,7 @@ def test_run_vww_on_emulated_cortex_m4(vww_run):
     # the board's PSRAM ([memory] weights) holds the weights, not its flash
     assert mem["weights_bytes"] <= mem["weights_region_bytes"] <= mem["weights_region_budget"]
     assert (d / out["build_dir"] / out["artifact"]["firmware"]).read_bytes()[:4] == b"\x7fELF"
+    assert out["tuning"]["kernels_tuned"] >= 10  # make demo's model: tuned out of the box (targets/tuning/)
 
 
 def test_the_c_library_stands_alone(vww_run):

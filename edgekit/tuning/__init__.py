@@ -79,12 +79,27 @@ def open_database(path: Path, create: bool = False):
 
 
 class Tuned:
-    """What codegen asks of the tuning stage: each kernel's best measured schedule; on boards with a seed (Linux
-    boards), the search's first seed for a kernel not measured yet."""
+    """What codegen asks of the tuning stage: each kernel's best measured schedule, from the first of `databases`
+    ((path, database) pairs: the user's, then the records edgekit ships) that has one; on boards with a seed
+    (Linux boards), the search's first seed for a kernel not measured yet."""
 
-    def __init__(self, database, target: dict, path: Path, seed: tuple[int, int] | None = None):
+    def __init__(self, databases: list, target: dict, seed: tuple[int, int] | None = None):
         import tvm
-        self.database, self.target, self.path, self.seed = database, tvm.target.Target(target), path, seed
+        self.databases, self.target, self.seed = databases, tvm.target.Target(target), seed
+
+    @property
+    def path(self) -> Path | None:
+        return self.databases[0][0] if self.databases else None
+
+    def record(self, func):
+        """(database path, best record) for func, or None."""
+        import tvm
+        mod = tvm.IRModule({"main": func})
+        for path, database in self.databases:
+            rec = database.query_tuning_record(mod, self.target, workload_name="main")
+            if rec is not None:
+                return path, rec
+        return None
 
     def __call__(self, func):
         """(schedule, from the database) for func, or None: codegen's own schedule, measured the fastest, or
@@ -93,34 +108,76 @@ class Tuned:
         from tvm.s_tir import Schedule
         from ..int8 import fast
         from . import space
-        mod = tvm.IRModule({"main": func})
-        rec = None if self.database is None else self.database.query_tuning_record(mod, self.target,
-                                                                                 workload_name="main")
-        if rec is None:
+        found = self.record(func)
+        if found is None:
             if self.seed is None or fast.is_micro(func) or not space.tunable(func):
                 return None
             return space.seeded(func, self.seed).mod["main"], False
+        path, rec = found
         if _is_baseline(rec.trace):
             return None
         try:
             block = _annotation(rec.trace, MICRO_BLOCK)
             if block is not None:
                 return fast.schedule(func, tuple(int(b) for b in block)), True
-            sch = Schedule(mod)
+            sch = Schedule(tvm.IRModule({"main": func}))
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
         except Exception as e:  # noqa: BLE001 (TVM's error types) a record this TVM cannot replay: not a wrong kernel
-            warn(f"a record in {self.path} does not apply ({str(e).strip().splitlines()[-1][:120]}): "
+            warn(f"a record in {path} does not apply ({str(e).strip().splitlines()[-1][:120]}): "
                  "that kernel keeps codegen's schedule")
             return None
         return sch.mod["main"], True
 
 
+def shipped_dir(target: str) -> Path:
+    """Records edgekit ships for a target (targets/tuning/<target>/), measured on its emulator, exact: a tuning
+    database whose workloads file is gzipped (TVM's JSON of each kernel is large and repetitive)."""
+    from ..target import TARGETS_DIR
+    return TARGETS_DIR / "tuning" / target
+
+
+def open_shipped(target: str):
+    """The shipped database, or None. JSONDatabase reads its files when it is made, so they are unpacked into a
+    temporary folder for that moment only (nothing is ever committed to it)."""
+    import gzip
+    import shutil
+    import tempfile
+    src = shipped_dir(target)
+    if not (src / RECORDS).exists():
+        return None
+    with tempfile.TemporaryDirectory(prefix="edgekit-shipped-") as d:
+        (Path(d) / WORKLOADS).write_bytes(gzip.decompress((src / f"{WORKLOADS}.gz").read_bytes()))
+        for name in (RECORDS, "space-version"):
+            shutil.copyfile(src / name, Path(d) / name)
+        return open_database(Path(d))
+
+
+def pack(src: Path, dst: Path) -> None:
+    """Database src as shipped records in dst: each kernel's best record only, the workloads gzipped."""
+    import gzip
+    import shutil
+    best = {}
+    for line in (Path(src) / RECORDS).read_text().splitlines():
+        workload, (_, secs, *_) = rec = json.loads(line)
+        if workload not in best or sum(secs) / len(secs) < sum(best[workload][1][1]) / len(best[workload][1][1]):
+            best[workload] = rec
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / RECORDS).write_text("".join(json.dumps(best[w], separators=(",", ":")) + "\n" for w in sorted(best)))
+    (dst / f"{WORKLOADS}.gz").write_bytes(gzip.compress((Path(src) / WORKLOADS).read_bytes(), mtime=0))
+    shutil.copyfile(Path(src) / "space-version", dst / "space-version")
+
+
 def tuned_for(board, db: Path | None = None) -> Tuned | None:
+    """The tuning codegen applies on `board`: database `db`, or the user's (database_dir) then edgekit's
+    shipped records."""
     from . import space
     path = database_dir(board.name, db)
-    database = open_database(path)
+    databases = [(p, d) for p, d in ((path, open_database(path)),
+                                     (shipped_dir(board.name), None if db else open_shipped(board.name)))
+                 if d is not None]
     seed = space.seeds(board)[0] if board.kind == "linux" else None  # MCU builds keep codegen's small arena
-    return None if database is None and seed is None else Tuned(database, c_target(board), path, seed)
+    return None if not databases and seed is None else Tuned(databases, c_target(board), seed)
 
 
 def signature(func) -> tuple:
@@ -271,7 +328,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             _close(runner)
     if stop:
         raise KeyboardInterrupt
-    table = _table(found, untuned, Tuned(open_database(path), c_target(board), path), target)
+    table = _table(found, untuned, Tuned([(path, open_database(path))], c_target(board)))
     return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
 
 
@@ -398,12 +455,11 @@ def _close(runner) -> None:
         pool.shutdown()
 
 
-def _table(found, untuned, tuned, target) -> list[dict]:
-    import tvm
+def _table(found, untuned, tuned) -> list[dict]:
     from . import measure
     rows = []
     for n, f, calls in found:
-        rec = tuned.database.query_tuning_record(tvm.IRModule({"main": f}), target, workload_name="main")
+        rec = (tuned.record(f) or (None, None))[1]
         best = measure.seconds(rec) if rec is not None and rec.run_secs else None
         block = None if rec is None else _annotation(rec.trace, MICRO_BLOCK)
         schedule = "codegen" if rec is None or _is_baseline(rec.trace) else \
