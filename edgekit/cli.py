@@ -31,6 +31,7 @@ QUANTIZE = typer.Option(None, "--quantize", help="int8: full-integer post-traini
 CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC float images (.npy) to calibrate on.")
 PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
 HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
+NO_TUNING = typer.Option(False, "--no-tuning", help="Ignore the target's tuning records.")
 MLPERF = typer.Option(None, "--mlperf", help="vww01|ic01|kws01|ad01: firmware the official MLPerf Tiny runner drives "
                       "(takes the benchmark's raw input, reports that model name).")
 
@@ -100,7 +101,7 @@ def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resoluti
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
           quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
           mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT,
-          no_tuning: bool = typer.Option(False, "--no-tuning", help="Ignore the target's tuning database."),
+          no_tuning: bool = NO_TUNING,
           json_out: bool = JSON):
     """Compile a model for a board into one build directory (with the kernels `edgekit tune` measured best)."""
     from .build import build as run_build
@@ -277,7 +278,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
         out: Optional[Path] = OUT, port: Optional[str] = PORT, host: Optional[str] = HOST,
         inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
         runs: int = typer.Option(3, "--runs", help="Inferences to time."), threads: Optional[int] = THREADS,
-        json_out: bool = JSON):
+        no_tuning: bool = NO_TUNING, json_out: bool = JSON):
     """Build, flash (or emulate), validate and bench in one go."""
     from . import board as boards
     from . import validate as v
@@ -291,7 +292,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
     boards.runner_args({"target": target}, threads)
     with _console().status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration)
+                             calibration=calibration, tuning=not no_tuning)
         build_dir = Path(manifest["build_dir"])
         status.update("start the board" + (" emulator" if not (port or host) else ""))
         val, lat = v.on_board(build_dir, v.make_inputs(_input_spec(manifest), inputs), runs=runs, port=port,
