@@ -3,7 +3,7 @@ that goes into kernels.c), compiled with the board's own toolchain and flags, an
 Linux boards: a shared library TVM's runtime loads (TVM-FFI packed ABI), timed by its time_evaluator here
 (LocalRunner) or on boards behind TVM's RPC tracker (RPCRunner); or, over SSH, in a one-kernel firmware run on
 the board (firmware_runner.FirmwareRunner). MCUs: the C goes to such a firmware on the emulator, counted in
-instructions."""
+instructions, or on a real board at its serial port, in its cycles."""
 from __future__ import annotations
 
 import json
@@ -102,8 +102,8 @@ def runner(board, tracker: str | None = None, key: str | None = None, jobs: int 
     if host or port:
         return FirmwareRunner(board.name, jobs=jobs, host=host, port=port)
     if tracker:
-        host, _, port = tracker.rpartition(":")
-        return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+        address, _, tcp = tracker.rpartition(":")
+        return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=address, tracker_port=int(tcp), tracker_key=key,
                                                        session_timeout_sec=60),
                                    evaluator_config=EVALUATOR, max_workers=jobs)
     if board.kind == "linux":
