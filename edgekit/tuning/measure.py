@@ -57,14 +57,14 @@ class CandidateBuilder(ms.builder.PyBuilder):
             return list(pool.map(self._build, build_inputs, range(start, self.count)))
 
     def _build(self, inp, n):
-        from ..codegen.lower import build_kernel, shrink
+        from ..codegen.lower import build_kernel, own_schedule
         from . import is_baseline
         d = self.work_dir / f"candidate{n}"  # one folder each: MetaSchedule removes it once measured
         try:
             d.mkdir()
             func = inp.mod["main"]
             if is_baseline(func):  # the record that stands for codegen's own schedule measures that schedule
-                func = shrink(func)[0]
+                func = own_schedule(func)[0]
             kernel = build_kernel(func, SYMBOL, c_target(self.board), stack_bytes=stack_bytes(self.board))
             limit = self.limits.get(signature(func))
             if limit is not None and kernel.workspace_bytes > limit:
