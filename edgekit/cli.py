@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from .errors import PENDING_SIGNALS, UsageError, WorkError
+from .errors import PENDING_SIGNALS, SIGNALS, UsageError, WorkError, interrupt
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Deploy MobileNets (and any ONNX model) to edge boards with Apache TVM. "
@@ -477,34 +477,56 @@ def _library_output_hidden():
             os.close(real)
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
 def _interrupted(signum, frame):
     """SIGTERM and SIGHUP (timeout, CI runners, docker stop, a closed terminal) take Ctrl-C's path: every
     `finally` then ends the emulator, runner or ssh and removes temporary and half-written directories.
-    Signals that come during that clean-up are ignored, so it runs to the end. Inside TVM the interrupt
-    waits for edgekit's next checkpoint (errors.PENDING_SIGNALS says why)."""
-    for s in SIGNALS:
-        signal.signal(s, signal.SIG_IGN)
-    PENDING_SIGNALS.append(signum)
-    if not _inside_tvm(frame):
-        raise KeyboardInterrupt
+    Where raising it would break a library called back from C++ (_unsafe_to_raise), the signal is recorded
+    and re-delivered every 50 ms until the work has left it (errors.PENDING_SIGNALS says more). Once
+    raised, further signals are ignored, so the clean-up runs to the end."""
+    if signum not in PENDING_SIGNALS:
+        PENDING_SIGNALS.append(signum)
+    if _unsafe_to_raise(frame):
+        _redeliver(signum)
+        return
+    interrupt()
 
 
-def _inside_tvm(frame) -> bool:
-    """Whether the innermost frame that is TVM's or edgekit's is TVM's. edgekit code that TVM calls back
-    (the tuning's builder and runners) ends its own processes on KeyboardInterrupt, which TVM passes on."""
+def _unsafe_to_raise(frame) -> bool:
+    """Whether an import is under way (an exception inside a C extension's initialisation, protobuf's under
+    onnx, aborts the process), or the innermost frame that is TVM's or edgekit's is TVM's. edgekit code that
+    TVM calls back (the tuning's builder and runners) ends its own processes on KeyboardInterrupt, which TVM
+    passes on."""
     own = str(Path(__file__).parent) + "/"
-    roots = tuple(str(Path(m.__file__).parent) + "/" for name in ("tvm", "tvm_ffi")
-                  if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None))
-    while roots and frame is not None:
-        if frame.f_code.co_filename.startswith(own):
-            return False
-        if frame.f_code.co_filename.startswith(roots):
+    tvm = tuple(str(Path(m.__file__).parent) + "/" for name in ("tvm", "tvm_ffi")
+                if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None))
+    innermost = None
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith("<frozen importlib"):
             return True
+        if innermost is None and name.startswith(own):
+            innermost = "edgekit"
+        elif innermost is None and tvm and name.startswith(tvm):
+            innermost = "tvm"
         frame = frame.f_back
-    return False
+    return innermost == "tvm"
+
+
+_redelivery: list = []  # the thread that re-delivers a deferred signal, once started
+
+
+def _redeliver(signum: int) -> None:
+    import _thread
+    import threading
+    import time
+
+    def again():
+        while PENDING_SIGNALS and signal.getsignal(signum) is _interrupted:  # until raised (SIG_IGN) or reset
+            time.sleep(0.05)
+            _thread.interrupt_main(signum)
+    if not (_redelivery and _redelivery[0].is_alive()):
+        _redelivery[:] = [threading.Thread(target=again, daemon=True, name="edgekit-signal")]
+        _redelivery[0].start()
 
 
 def main():

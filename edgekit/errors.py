@@ -1,5 +1,7 @@
 """The two ways edgekit fails, each with its exit code (see ARCHITECTURE.md), and how it warns."""
+import signal
 import sys
+import threading
 
 
 def warn(message: str) -> None:
@@ -21,18 +23,28 @@ class InternalError(WorkError):
     """edgekit itself went wrong (a broken invariant): exit 1, nothing half-made is kept."""
 
 
-# A signal that comes while TVM runs Python called back from its C++ (constant folding builds and runs TIR
-# through Python) must not be raised there: TVM turns the exception into its own error, or swallows it and
-# goes on with half a result (seen: a build that then emitted C naming a constant it never defined). The
-# CLI's handler records every signal here and raises at once only outside TVM; edgekit's stages call
-# checkpoint() between steps, so a deferred or swallowed interrupt still ends the work before it commits.
+# A signal that comes while a library runs Python called back from its C++ must not be raised there: an
+# import of a C extension (protobuf's, under onnx) then crashes the process before any `finally` runs, and
+# TVM turns the exception into its own error, or swallows it and goes on with half a result (seen: a build
+# that then emitted C naming a constant it never defined). The CLI's handler records every signal here and
+# raises it only in edgekit's own code; edgekit's stages call checkpoint() between steps, so a deferred or
+# swallowed interrupt still ends the work before it commits.
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PENDING_SIGNALS: list[int] = []
+
+
+def interrupt() -> None:
+    """End the work: from now on signals are ignored (in the main thread), so the clean-up runs to the end."""
+    if threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+    raise KeyboardInterrupt
 
 
 def checkpoint() -> None:
     """Raise KeyboardInterrupt if a signal came and has not ended the work yet."""
     if PENDING_SIGNALS:
-        raise KeyboardInterrupt
+        interrupt()
 
 
 def checkpointed(stage):

@@ -102,7 +102,7 @@ def test_signal_mid_validate_leaves_nothing(fake_build, tmp_path, sig):
     assert_clean_exit(p)
 
 
-# SIGINT: test_build.py. SIGTERM once the model is exported (TVM at work), SIGHUP as the build starts
+# SIGINT: test_an_interrupt_at_any_moment_of_a_build_leaves_nothing. SIGTERM once the model is exported (TVM at work), SIGHUP as the build starts
 @pytest.mark.parametrize("sig,stage", [(signal.SIGTERM, ".*tmp*/model.onnx"), (signal.SIGHUP, ".*tmp*")])
 def test_signal_mid_build_leaves_no_directory(tmp_path, sig, stage):
     p = start(["build", "--target", "mps2-an386", "--arch", "v1", "--alpha", "0.25", "--resolution", "32",
@@ -137,23 +137,48 @@ def test_port_closed_mid_validate_is_one_line_then_a_rerun_works(fake_build, tmp
             assert_clean_exit(start(["validate", fake_build, "--port", proxy.url, "--inputs", "3"], tmp_path), 0)
 
 
-def test_an_interrupt_inside_tvm_waits_for_edgekits_next_checkpoint():
+def test_an_interrupt_inside_tvm_or_an_import_waits_for_edgekits_next_checkpoint():
     """TVM's Python, called back from its C++ (constant folding builds TIR that way), turns an exception into
-    its own error or swallows it: the CLI's handler records the signal there and edgekit raises it between steps."""
+    its own error or swallows it, and one raised inside a C extension's import (protobuf's, under onnx)
+    aborts the process before any `finally` runs: the CLI's handler records the signal there and edgekit
+    raises it between steps."""
     import types
     import tvm.ir.transform
     from edgekit import cli, errors
-    in_tvm = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=tvm.ir.transform.__file__), f_back=None)
-    in_edgekit = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=errors.__file__), f_back=in_tvm)
+
+    def frame(filename, outer=None):
+        return types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename=filename), f_back=outer)
+    in_edgekit = frame(errors.__file__)
+    in_tvm = frame(tvm.ir.transform.__file__, in_edgekit)
+    in_import = frame("/usr/lib/python3.11/enum.py", frame("<frozen importlib._bootstrap>", in_edgekit))
     saved = {s: signal.getsignal(s) for s in cli.SIGNALS}
     try:
-        cli._interrupted(signal.SIGINT, in_tvm)  # returns: TVM goes on undisturbed
-        assert errors.PENDING_SIGNALS == [signal.SIGINT]
-        with pytest.raises(KeyboardInterrupt):
-            errors.checkpoint()
+        for deferred in (in_tvm, in_import):
+            cli._interrupted(signal.SIGINT, deferred)  # returns: the library goes on undisturbed
+            assert errors.PENDING_SIGNALS == [signal.SIGINT]
+            with pytest.raises(KeyboardInterrupt):
+                errors.checkpoint()
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the clean-up is not interrupted again
+            errors.PENDING_SIGNALS.clear()
         with pytest.raises(KeyboardInterrupt):  # edgekit code TVM calls back (tuning's runners) cleans up itself
-            cli._interrupted(signal.SIGTERM, in_edgekit)
+            cli._interrupted(signal.SIGTERM, frame(errors.__file__, in_tvm))
     finally:
         errors.PENDING_SIGNALS.clear()
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_an_interrupt_at_any_moment_of_a_build_leaves_nothing(tmp_path):
+    """Ctrl-C at 12 moments in the first 0.13 s of a build (imports of TensorFlow, onnx and protobuf's C
+    extension, where an exception aborted the process with its temporary directory left behind)."""
+    for i in range(12):
+        work = tmp_path / str(i)
+        work.mkdir()
+        p = start(["build", "--target", "rpi4", "--alpha", "0.35", "--resolution", "96"], work)
+        deadline = time.monotonic() + 60
+        while not list((work / "build").glob(".*tmp*")) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(i * 0.011)
+        p.send_signal(signal.SIGINT)
+        err = assert_clean_exit(p, 130)
+        assert not (work / "build").exists(), (i, err)
