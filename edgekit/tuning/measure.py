@@ -7,10 +7,12 @@ instructions, or on a real board at its serial port, in its cycles."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from tvm.s_tir import meta_schedule as ms
@@ -107,8 +109,23 @@ def runner(board, tracker: str | None = None, key: str | None = None, jobs: int 
                                                        session_timeout_sec=60),
                                    evaluator_config=EVALUATOR, max_workers=jobs)
     if board.kind == "linux":
-        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=EVALUATOR)
+        return ms.runner.LocalRunner(timeout_sec=60, evaluator_config=EVALUATOR,
+                                     initializer=partial(_threads, default_threads(board)))
     return FirmwareRunner(board.name, jobs=jobs)
+
+
+def default_threads(board) -> int:
+    """The threads a build's runner uses by default on this machine (threads.c: online CPUs, at most the
+    board's cores)."""
+    cores, online = int(board.data.get("cores") or 0), os.cpu_count() or 1
+    return min(online, cores) if cores else online
+
+
+def _threads(n: int) -> None:
+    """The LocalRunner worker's start: candidates run on as many threads as the build will use. TVM's own
+    default here would be 1 (it counts physical cores its own way), and a tile good on one thread can split
+    badly across two."""
+    os.environ["TVM_NUM_THREADS"] = str(n)
 
 
 def work_dir():
