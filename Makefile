@@ -29,15 +29,17 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: deps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not soak" tests
 
 demo: deps
 	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2
 
-# the serial link on a noisy line at scale (>= 10,000 faults, Device and CLI) and the protocol core under
-# libFuzzer (1,000,000 executions): 10-15 minutes here. benchmarks/soak.py --help for rates and seeds. Then 2,000
-# random graphs through the compiler against ONNX Runtime (benchmarks/difftest_soak.py, ~20 minutes).
+# the tests marked soak (long end-to-end runs: tuning over SSH, ...), then the serial link on a noisy line at
+# scale (>= 10,000 faults, Device and CLI) and the protocol core under libFuzzer (1,000,000 executions): 10-15
+# minutes here. benchmarks/soak.py --help for rates and seeds. Then 2,000 random graphs through the compiler
+# against ONNX Runtime (benchmarks/difftest_soak.py, ~20 minutes).
 soak: deps
+	$(PY) -m pytest -q -m soak tests
 	$(PY) benchmarks/soak.py
 	$(PY) benchmarks/difftest_soak.py --count 2000
 

@@ -105,20 +105,25 @@ def _check_png(path):
 
 
 @pytest.mark.skipif(not EMULATED, reason="needs arm-none-eabi-gcc and qemu-system-arm")
-def test_a_2x2_sweep_runs_and_resumes(tmp_path):
-    args = ("sweep", "--target", "mps2-an386", "--arch", "v1", "--alpha", "0.25,0.5", "--resolution", "32,40",
-            "--dataset", "fashion-mnist", "--epochs", 1, "--train-limit", 300, "--limit", 8, "--out", tmp_path / "s", "--json")
+@pytest.mark.parametrize("resolutions", [[32], pytest.param([32, 40], marks=pytest.mark.soak)], ids=["2x1", "2x2"])
+def test_a_sweep_runs_and_resumes(tmp_path, resolutions):
+    alphas = [0.25, 0.5]
+    args = ("sweep", "--target", "mps2-an386", "--arch", "v1", "--alpha", ",".join(map(str, alphas)),
+            "--resolution", ",".join(map(str, resolutions)), "--dataset", "fashion-mnist", "--epochs", 1,
+            "--train-limit", 300, "--limit", 8, "--out", tmp_path / "s", "--json")
     r = run_edgekit(*args)
     assert r.returncode == 0, r.stderr
     first = json.loads(r.stdout)
-    assert [(p["alpha"], p["resolution"]) for p in first["points"]] == [(0.25, 32), (0.25, 40), (0.5, 32), (0.5, 40)]
+    grid = [(a, res) for a in alphas for res in resolutions]
+    assert [(p["alpha"], p["resolution"]) for p in first["points"]] == grid
     for p in first["points"]:
         assert p["fits"] and p["agreement"] == 1.0 and p["latency_unit"] == "instructions" and p["latency"] > 0
     macs = {(p["alpha"], p["resolution"]): p["macs"] for p in first["points"]}
-    assert macs[(0.25, 32)] < macs[(0.25, 40)] < macs[(0.5, 40)] and macs[(0.25, 32)] < macs[(0.5, 32)]
+    assert all(macs[a, res] < macs[b, res2] for a, res in grid for b, res2 in grid
+               if (a, res) != (b, res2) and a <= b and res <= res2)  # more width or resolution: more MACs
     for png in first["figures"]:
         _check_png(png)
-    assert "| 0.5 | 40 |" in (tmp_path / "s" / "sweep.md").read_text()
+    assert f"| {alphas[-1]} | {resolutions[-1]} |" in (tmp_path / "s" / "sweep.md").read_text()
     # an interrupted sweep: one point lost; the rerun measures only that one, from its cached model
     points = sorted((tmp_path / "s" / "points").iterdir())
     kept = {p: p.stat().st_mtime_ns for p in points[1:]}

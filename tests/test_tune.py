@@ -47,23 +47,29 @@ def _kernels(onnx_model, board=None):
     return tasks(for_board(mod, board) if board else mod)
 
 
-def _run(func, kernel_func, tmp, seed=0):
-    """The kernel's output for fixed random arguments, built as the tuner builds candidates."""
+def _outputs(cases, tmp):
+    """Each (func, kernel_func)'s output for fixed random arguments, the kernel built as the tuner builds
+    candidates; gcc runs on every core."""
     import tvm
+    from concurrent.futures import ThreadPoolExecutor
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
     from edgekit import target
     from edgekit.codegen.lower import build_kernel
     from edgekit.tuning import c_target, stack_bytes
     from edgekit.tuning.measure import SYMBOL, compile_shared
     board = target.get("host")
-    tmp.mkdir()
-    k = build_kernel(kernel_func, SYMBOL, c_target(board), stack_bytes=stack_bytes(board))
-    lib = tvm.runtime.load_module(compile_shared(board, k, tmp / "k"))
-    rng = np.random.default_rng(seed)
-    args = [tvm.runtime.tensor(np.array(rng.uniform(-1, 1, [int(d) for d in a.shape]), dtype=str(a.dtype), order="C"))
-            for a in ArgInfo.from_prim_func(func)]
-    lib["main"](*args)
-    return args[-1].numpy()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        libs = [pool.submit(compile_shared, board, build_kernel(k, SYMBOL, c_target(board),
+                                                                stack_bytes=stack_bytes(board)), tmp / f"k{i}")
+                for i, (_, k) in enumerate(cases)]
+        outputs = []
+        for (func, _), lib in zip(cases, libs):
+            rng = np.random.default_rng(0)
+            args = [tvm.runtime.tensor(np.array(rng.uniform(-1, 1, [int(d) for d in a.shape]), dtype=str(a.dtype)))
+                    for a in ArgInfo.from_prim_func(func)]
+            tvm.runtime.load_module(lib.result())["main"](*args)
+            outputs.append(args[-1].numpy())
+    return outputs
 
 
 def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
@@ -75,18 +81,23 @@ def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
     from edgekit import target
     from edgekit.codegen.lower import shrink
     from edgekit.tuning import space
-    n = 0
+    cases, labels = [], []
     for board in (target.get("mps2-an386"), target.get("host")):
         assert (board.name == "host") == ("layout" in board.data["tvm"])  # both layouts are covered
         for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 10), board):  # the export test_models makes
-            ref = _run(func, shrink(func)[0], tmp_path / f"{board.name}{name}ref")
+            cases.append((func, shrink(func)[0]))
+            labels.append(None)  # the reference: codegen's schedule
             for point in (1, *space.seeds(board)):  # a random point (seed 1), then each seed's tiles
                 sch = s_tir.Schedule(func, seed=1)
                 space.schedule(sch, None if point == 1 else point)
-                got = _run(func, sch.mod["main"], tmp_path / f"{board.name}{name}{n}")
-                np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=f"{board.name} {name} {sch.trace}")
-                n += 1
-    assert n >= 120
+                cases.append((func, sch.mod["main"]))
+                labels.append(f"{board.name} {name} {sch.trace}")
+    assert len(labels) - labels.count(None) >= 120
+    for got, label in zip(_outputs(cases, tmp_path), labels):
+        if label is None:
+            ref = got
+        else:
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
 
 
 def _free_port() -> int:
@@ -157,6 +168,7 @@ def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, blo
         del os.environ["XDG_CACHE_HOME"]
 
 
+@pytest.mark.soak  # about a minute: SSH tuning shares its runner with --port, which test_tune_firmware covers
 def test_tune_over_ssh_then_build_applies_it_and_validates(sshd, block, tmp_path, monkeypatch):
     """A Linux board over SSH (this machine behind a private sshd): each candidate runs in a one-kernel runner
     copied to the board; nothing is left there, nor any ssh here."""
@@ -180,7 +192,8 @@ def test_tune_over_ssh_then_build_applies_it_and_validates(sshd, block, tmp_path
     assert v.returncode == 0 and json.loads(v.stdout)["validation"]["passed"], v.stdout + v.stderr
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.soak)],
+                         ids=["SIGINT", "SIGTERM"])  # the CLI makes SIGTERM a Ctrl-C (test_signals.py)
 def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path, sig):
     db = tmp_path / "db"
     p = start(["tune", "--target", "host", "--model", block, "--minutes", "10", "--db", db], tmp_path,
