@@ -1,5 +1,6 @@
 """Shared fixtures. TensorFlow-built models are cached per session: exporting one costs seconds."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,10 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
 EDGEKIT = [sys.executable, "-m", "edgekit.cli"]
+# A suite started in the background (`make test &`, some CI shells) inherits SIGINT ignored, and so would every
+# edgekit it starts (edgekit keeps what nohup ignores): the tests that press Ctrl-C need it delivered.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_edgekit(*args, cwd=None, timeout=600):

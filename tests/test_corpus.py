@@ -15,6 +15,7 @@ CASES = [(m, "tflite", "host") for m in MODELS] + [(m, "onnx", "host") for m in 
         [("ds_cnn", "tflite_drq", "host")]
 if shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm"):
     CASES += [(m, "tflite", "mps2-an386") for m in MODELS]
+SOAK = {("vww_v1", "onnx", "host"), ("fc_autoencoder", "onnx", "host")}  # ds_cnn and resnet8 cover ONNX files
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,8 @@ def files(tmp_path_factory):
     return {m: corpus.write(m, d, ("tflite", "onnx") + (("tflite_drq",) if m == "ds_cnn" else ())) for m in MODELS}
 
 
-@pytest.mark.parametrize("model,fmt,target", CASES, ids=["-".join(c) for c in CASES])
+@pytest.mark.parametrize("model,fmt,target", [pytest.param(*c, marks=[pytest.mark.soak] if c in SOAK else [])
+                                              for c in CASES], ids=["-".join(c) for c in CASES])
 def test_deployment_shaped_model_validates(files, tmp_path, model, fmt, target):
     r = run_edgekit("run", "--target", target, "--model", files[model][fmt], "--out", tmp_path / "b",
                     "--inputs", 3, "--runs", 1, "--json")

@@ -294,6 +294,6 @@ def test_libfuzzer(model, tmp_path, flags):
                               b"\x01ek-load 4 b63cfbcd%\x01\x02\x03\x04ek-read%", b"\x01ek-time 2%ek-profile%ek-info%",
                               b"\x01ek-time 1 b63cfbcd%ek-sync 1%ek-read 4 4%", b"\x00" + frame("ek-info").encode() + b"%"]):
         (corpus / str(i)).write_bytes(seed)
-    p = subprocess.run([str(prog), "-max_total_time=20", "-seed=1", "-max_len=512", str(corpus)],
+    p = subprocess.run([str(prog), "-max_total_time=8", "-seed=1", "-max_len=512", str(corpus)],
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]

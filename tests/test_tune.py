@@ -56,10 +56,10 @@ def _outputs(cases, tmp):
     from edgekit import target
     from edgekit.codegen.lower import build_kernel
     from edgekit.tuning import c_target, stack_bytes
-    from edgekit.tuning.measure import SYMBOL, compile_shared
+    from edgekit.tuning.measure import TASK, compile_shared
     board = target.get("host")
     with ThreadPoolExecutor(os.cpu_count()) as pool:
-        libs = [pool.submit(compile_shared, board, build_kernel(k, SYMBOL, c_target(board),
+        libs = [pool.submit(compile_shared, board, build_kernel(k, TASK, c_target(board),
                                                                 stack_bytes=stack_bytes(board)), tmp / f"k{i}")
                 for i, (_, k) in enumerate(cases)]
         outputs = []

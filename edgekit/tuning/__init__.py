@@ -394,7 +394,7 @@ def _untuned(found, builder, runner, target) -> dict:
     """Each kernel with codegen's own schedule, measured the same way: the table's baseline."""
     from ..codegen.lower import own_schedule
     errors = []
-    secs = _measure([own_schedule(f)[0] for _, f, _ in found], builder, runner, target, errors)
+    secs = _measure([own_schedule(f, builder.threads)[0] for _, f, _ in found], builder, runner, target, errors)
     for (n, _, _), t in zip(found, secs):
         if t is None:
             warn(f"{n} could not be measured with codegen's schedule ({errors.pop(0).strip().splitlines()[-1][:200]})")

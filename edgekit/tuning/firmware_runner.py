@@ -43,16 +43,19 @@ def _data(shape, dtype: str, rng) -> np.ndarray:
     return rng.integers(0, 2 if dtype == "bool" else 3, shape).astype(dtype)
 
 
-def program(source: str, symbol: str, workspace_bytes: int, helpers: str, args, sync: str = SYNC_C):
+def program(source: str, symbol: str, workspace_bytes: int, helpers: str, args, sync: str = SYNC_C,
+            parallel_extent: int = 0):
     """The measurement program: the sync call (its 4-byte input and output unused), then the kernel on
-    constants (every argument but the last) and the output (the last)."""
+    constants (every argument but the last) and the output (the last); on a Linux board, its outer loop of
+    parallel_extent iterations split across threads as in a model."""
     from ..codegen.lower import Call, Kernel, Program, Tensor
     rng = np.random.default_rng(0)
     *ins, (out_shape, out_dtype) = args
     tensors = [Tensor("tick", (1,), "int32", "input"), Tensor("synced", (1,), "int32", "act"),
                *(Tensor(f"a{i}", tuple(s), str(d), "const", _data(s, str(d), rng)) for i, (s, d) in enumerate(ins)),
                Tensor("out", tuple(out_shape), str(out_dtype), "output")]
-    kernels = {SYNC: Kernel(SYNC, sync, 0), "kernel": Kernel(symbol, source, workspace_bytes, helpers=helpers)}
+    kernels = {SYNC: Kernel(SYNC, sync, 0), "kernel": Kernel(symbol, source, workspace_bytes, helpers=helpers,
+                                                            parallel_extent=parallel_extent)}
     calls = [Call("synced", SYNC, ["tick", "synced"]), Call("out", "kernel", [t.name for t in tensors[2:]])]
     return Program({t.name: t for t in tensors}, calls, kernels, "tick", "out")
 
@@ -64,7 +67,8 @@ DEVICE_RUNS = 25
 
 
 def measure(target_name: str, source: str, symbol: str, workspace_bytes: int, helpers: str, args,
-            runs: int = 2, build_dir: str | None = None, host: str | None = None, port: str | None = None) -> float:
+            runs: int = 2, build_dir: str | None = None, host: str | None = None, port: str | None = None,
+            parallel_extent: int = 0) -> float:
     """One kernel's cost per call, built into a one-kernel firmware for the target: on its emulator,
     instructions (QEMU -icount shift=0, not cycles), the fewest of `runs` (they agree); on a real MCU flashed
     through its flasher and reached at `port`, its counter's cycles; on a Linux board reached over SSH (host,
@@ -85,8 +89,8 @@ def measure(target_name: str, source: str, symbol: str, workspace_bytes: int, he
         raise UsageError(f"{target_name} is not a Cortex-M board emulated in QEMU with a SysTick counter")
     emulated = host is None and port is None
     with tempfile.TemporaryDirectory(prefix="edgekit-measure-", dir=build_dir) as tmp:
-        write(program(source, symbol, workspace_bytes, helpers, args, SYNC_C if emulated else SYNC_NONE),
-              Path(tmp) / "model", "kernel", board.core)
+        write(program(source, symbol, workspace_bytes, helpers, args, SYNC_C if emulated else SYNC_NONE,
+                      parallel_extent), Path(tmp) / "model", "kernel", board.core, threads=board.kind == "linux")
         digest = hashlib.sha256(source.encode()).hexdigest()
         fw = build_firmware(board, Path(tmp) / "model", "kernel", digest, Path(tmp) / "fw")["firmware"]
         where = emulate(board, fw) if emulated else _over_ssh(host, fw, Path(tmp)) if host else _flashed(board, fw, port)
@@ -144,7 +148,7 @@ class FirmwareRunner(PyRunner):
     run_secs are instruction counts per call (lower is better), not seconds, `jobs` QEMUs at a time; on a real
     MCU at `port`, cycles; on a Linux board over SSH (host), seconds. A real board takes one candidate at a time
     (two would share its cores and caches, or its flash). Candidates are the builder's JSON artifacts
-    ({"source", "symbol", "workspace_bytes", "helpers"})."""
+    ({"source", "symbol", "workspace_bytes", "helpers", "parallel_extent"})."""
 
     def __init__(self, target_name: str, jobs: int = 2, runs: int = 2, host: str | None = None,
                  port: str | None = None):
@@ -181,7 +185,8 @@ class FirmwareRunner(PyRunner):
             args = [(tuple(int(d) for d in a.shape), str(a.dtype)) for a in x.args_info]
             with self.board_lock if self.host or self.port else nullcontext():
                 n = measure(self.target_name, art["source"], art["symbol"], art["workspace_bytes"], art["helpers"],
-                            args, self.runs, build_dir=tmp, host=self.host, port=self.port)
+                            args, self.runs, build_dir=tmp, host=self.host, port=self.port,
+                            parallel_extent=art.get("parallel_extent", 0))
             return RunnerResult([float(n)], None)
         except Exception as e:  # noqa: BLE001 (a candidate that fails is a result, not an error)
             return RunnerResult(None, f"{type(e).__name__}: {e}")

@@ -22,6 +22,7 @@ from ..errors import checkpoint
 from . import c_target, signature, stack_bytes
 
 SYMBOL = "__tvm_ffi_main"  # what TVM's runtime looks up for the module's "main"
+TASK = "ek_candidate"      # the kernel itself, in a library: SYMBOL calls it
 
 # The kernel text refers to the TVM-FFI types and backend calls that edgekit's runtime.h declares on the board;
 # a library loaded into TVM's runtime takes them from TVM's own headers.
@@ -50,6 +51,7 @@ class CandidateBuilder(ms.builder.PyBuilder):
         self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
         self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
         self.limits = limits or {}  # signature -> the most workspace bytes a candidate may take (workspace_limits)
+        self.threads = board.kind == "linux"  # the outer loop split across threads, as the build's kernels are
         self.count = 0
 
     def build(self, build_inputs):
@@ -59,15 +61,18 @@ class CandidateBuilder(ms.builder.PyBuilder):
             return list(pool.map(self._build, build_inputs, range(start, self.count)))
 
     def _build(self, inp, n):
-        from ..codegen.lower import build_kernel, own_schedule
+        from ..codegen.lower import build_kernel, own_schedule, parallel_loop
         from . import is_baseline
         d = self.work_dir / f"candidate{n}"  # one folder each: MetaSchedule removes it once measured
         try:
             d.mkdir()
             func = inp.mod["main"]
             if is_baseline(func):  # the record that stands for codegen's own schedule measures that schedule
-                func = own_schedule(func)[0]
-            kernel = build_kernel(func, SYMBOL, c_target(self.board), stack_bytes=stack_bytes(self.board))
+                func, par = own_schedule(func, self.threads)
+            else:
+                par = parallel_loop(func) if self.threads else None
+            kernel = build_kernel(func, SYMBOL if self.firmware else TASK, c_target(self.board), par,
+                                  stack_bytes=stack_bytes(self.board))
             limit = self.limits.get(signature(func))
             if limit is not None and kernel.workspace_bytes > limit:
                 return ms.builder.BuilderResult(None, f"its {kernel.workspace_bytes} B of workspace would grow the "
@@ -75,7 +80,8 @@ class CandidateBuilder(ms.builder.PyBuilder):
             if self.firmware:
                 path = d / "kernel.json"
                 path.write_text(json.dumps({"source": kernel.source, "symbol": SYMBOL, "helpers": kernel.helpers,
-                                            "workspace_bytes": kernel.workspace_bytes}))
+                                            "workspace_bytes": kernel.workspace_bytes,
+                                            "parallel_extent": kernel.parallel_extent}))
                 return ms.builder.BuilderResult(str(path), None)
             return ms.builder.BuilderResult(compile_shared(self.board, kernel, d / "kernel"), None)
         except Exception as e:  # noqa: BLE001 (a candidate that fails to build is a result, not an error)
@@ -83,9 +89,16 @@ class CandidateBuilder(ms.builder.PyBuilder):
 
 
 def compile_shared(board, kernel, stem: Path) -> str:
+    """The kernel (built as TASK) as a library whose SYMBOL TVM's runtime calls: through the model's par_run
+    where build_kernel split its outer loop (TVM's thread pool then stands in for threads.c's)."""
+    from ..codegen.emit import PARALLEL_CALL
     tc = board.data["toolchain"]
     src, lib = stem.with_suffix(".c"), stem.with_suffix(".so")
-    src.write_text(PRELUDE + kernel.helpers + kernel.source)
+    call = (f"par_run({TASK}, (const TVMFFIAny *)args, num_args, {kernel.parallel_extent})" if kernel.parallel_extent
+            else f"{TASK}(self, args, num_args, result)")
+    src.write_text(PRELUDE + kernel.helpers + kernel.source + (PARALLEL_CALL if kernel.parallel_extent else "") +
+                   f"\nTVM_DLL int32_t {SYMBOL}(void *self, void *args, int32_t num_args, void *result) {{\n"
+                   f"  return {call};\n}}\n")
     cmd = [tc["cc"], *tc.get("cflags", []), "-shared", "-fPIC", *_includes(), "-o", str(lib), str(src)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode:
