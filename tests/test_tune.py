@@ -100,6 +100,40 @@ def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
 
 
+RUN_ON_TWO_THREADS = """
+import sys, numpy as np, tvm
+lib, out = sys.argv[1:]
+args = [tvm.runtime.tensor(a) for a in np.load(out.replace("out", "args"), allow_pickle=True)]
+tvm.runtime.load_module(lib)["main"](*args)
+np.save(out, args[-1].numpy())
+"""
+
+
+def test_a_host_candidate_splits_its_outer_loop_across_threads_as_the_build_does(block, tmp_path):
+    """Candidates are measured as they ship: the template's parallel loop goes through par_run (TVM's pool, on
+    two threads here, standing in for threads.c), and the split kernel computes what the whole one does."""
+    import tvm
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from tvm.s_tir.meta_schedule.builder import BuilderInput
+    from edgekit import target
+    from edgekit.tuning import space
+    from edgekit.tuning.measure import CandidateBuilder
+    host = target.get("host")
+    name, func, _ = next(t for t in _kernels(block, host) if "conv" in t[0])
+    sch = space.seeded(func, space.seeds(host)[0])
+    (built,) = CandidateBuilder(host, tmp_path, 1).build([BuilderInput(sch.mod, tvm.target.Target("c"))])
+    assert built.error_msg is None, built.error_msg
+    assert "return par_run(ek_candidate" in Path(built.artifact_path).with_suffix(".c").read_text()
+    (whole,) = _outputs([(func, sch.mod["main"])], tmp_path)
+    rng = np.random.default_rng(0)
+    args = np.empty(len(func.params), object)
+    args[:] = [rng.uniform(-1, 1, [int(d) for d in a.shape]).astype(str(a.dtype)) for a in ArgInfo.from_prim_func(func)]
+    np.save(tmp_path / "args.npy", args, allow_pickle=True)
+    subprocess.run([sys.executable, "-c", RUN_ON_TWO_THREADS, built.artifact_path, str(tmp_path / "out.npy")],
+                   check=True, env={**os.environ, "TVM_NUM_THREADS": "2"})
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), whole, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
