@@ -300,7 +300,8 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     t0 = time.monotonic()
     with measure.work_dir() as work:
         limits = workspace_limits(mod, board) if board.kind == "mcu" else None
-        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits)
+        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits,
+                                           threads=tracker is None)
         runner = measure.runner(board, tracker, key, jobs, host, port)
         previous = {}
         try:

@@ -46,12 +46,15 @@ def _includes() -> list[str]:
 class CandidateBuilder(ms.builder.PyBuilder):
     """Build each candidate into `work_dir`, `jobs` at a time in this process (no worker pool to start)."""
 
-    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False, limits: dict | None = None):
+    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False, limits: dict | None = None,
+                 threads: bool = True):
         super().__init__()
         self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
         self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
         self.limits = limits or {}  # signature -> the most workspace bytes a candidate may take (workspace_limits)
-        self.threads = board.kind == "linux"  # the outer loop split across threads, as the build's kernels are
+        # a Linux board's kernel runs its outer loop on threads, as the build's do; threads=False measures it on
+        # one (an RPC farm: a board's TVM runtime sizes its own pool, and servers may share cores)
+        self.threads = threads and board.kind == "linux"
         self.count = 0
 
     def build(self, build_inputs):
