@@ -102,7 +102,8 @@ def test_signal_mid_validate_leaves_nothing(fake_build, tmp_path, sig):
     assert_clean_exit(p)
 
 
-# SIGINT: test_an_interrupt_at_any_moment_of_a_build_leaves_nothing. SIGTERM once the model is exported (TVM at work), SIGHUP as the build starts
+# SIGINT: test_an_interrupt_at_any_moment_of_a_build_leaves_nothing. SIGTERM once the model is exported
+# (TVM at work), SIGHUP as the build starts
 @pytest.mark.parametrize("sig,stage", [(signal.SIGTERM, ".*tmp*/model.onnx"), (signal.SIGHUP, ".*tmp*")])
 def test_signal_mid_build_leaves_no_directory(tmp_path, sig, stage):
     p = start(["build", "--target", "mps2-an386", "--arch", "v1", "--alpha", "0.25", "--resolution", "32",
@@ -160,6 +161,8 @@ def test_an_interrupt_inside_tvm_or_an_import_waits_for_edgekits_next_checkpoint
                 errors.checkpoint()
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN  # the clean-up is not interrupted again
             errors.PENDING_SIGNALS.clear()
+            for s, handler in saved.items():  # each case starts from handlers that are not ignoring
+                signal.signal(s, handler)
         with pytest.raises(KeyboardInterrupt):  # edgekit code TVM calls back (tuning's runners) cleans up itself
             cli._interrupted(signal.SIGTERM, frame(errors.__file__, in_tvm))
     finally:
