@@ -3,6 +3,7 @@ import ctypes
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -219,3 +220,15 @@ def test_tuned_kernels_kept_as_is():
     mod[gv] = mod[gv].with_attr("tirx.is_scheduled", True)
     ws = {k: v.workspace_bytes for k, v in lower(mod).kernels.items()}
     assert ws.pop(gv.name_hint) > 0 and not any(ws.values())
+
+
+def test_c_intrinsics_register_once_when_kernels_build_on_several_threads():
+    # the tuner builds candidates on a thread pool; a second registration is an error in TVM. A fresh process,
+    # so the first call is the one that registers (and imports TVM, which widens the race)
+    code = ("import threading\nfrom edgekit.codegen import lower\nerrors, gate = [], threading.Barrier(4)\n"
+            "def go():\n    gate.wait()\n    try:\n        lower._register_c_intrinsics()\n"
+            "    except Exception as e:\n        errors.append(e)\n"
+            "ts = [threading.Thread(target=go) for _ in range(4)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+            "assert not errors, errors\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

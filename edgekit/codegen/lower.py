@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,20 +231,22 @@ def stack_tiles(body: str, limit: int) -> str:
 
 
 _C_INTRINSICS = []
+_C_INTRINSICS_LOCK = threading.Lock()  # the tuner builds candidates on several threads; TVM refuses a second one
 
 
 def _register_c_intrinsics() -> None:
     """TVM 0.27's C target has no lowering for tirx.fabs (|x|, Softplus, float-to-int casts), which its C
     printer then refuses: give it libm's fabsf/fabs, as its LLVM target does."""
-    if _C_INTRINSICS:
-        return
-    from tvm import tirx
+    with _C_INTRINSICS_LOCK:
+        if _C_INTRINSICS:
+            return
+        from tvm import tirx
 
-    def fabs(op):
-        dtype = str(op.ty.dtype)
-        return tirx.call_pure_extern(dtype, "fabsf" if dtype == "float32" else "fabs", op.args[0])
-    tirx.register_intrin_lowering("tirx.fabs", target="c", f=fabs, level=99)
-    _C_INTRINSICS.append("tirx.fabs")
+        def fabs(op):
+            dtype = str(op.ty.dtype)
+            return tirx.call_pure_extern(dtype, "fabsf" if dtype == "float32" else "fabs", op.args[0])
+        tirx.register_intrin_lowering("tirx.fabs", target="c", f=fabs, level=99)
+        _C_INTRINSICS.append("tirx.fabs")
 
 
 def build_kernel(func, symbol: str, target=None, parallel=None, stack_bytes: int = 0) -> Kernel:
