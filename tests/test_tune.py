@@ -293,6 +293,31 @@ def test_a_record_cut_short_is_dropped(tmp_path):
     assert f.read_text() == '[0, [1]]\n[1, [2]]\n'
 
 
+def test_the_search_is_set_up_without_tvms_tensor_intrinsics_and_leaves_no_stand_in():
+    # their import (TVMScript parses that inspect the stack) took 20 s of a tune's minutes; nothing of it may
+    # stay in sys.modules, so a later import is the real one. A fresh process: another test may have imported them
+    code = ("import sys, tvm\nfrom tvm.s_tir import meta_schedule as ms\n"
+            "from edgekit.tuning import _without_tensor_intrinsics\n"
+            "with _without_tensor_intrinsics():\n    ms.TuneContext()\n"
+            "assert not [m for m in sys.modules if m.startswith('tvm.s_tir.tensor_intrin')]\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+def test_time_up_ends_the_tasks_still_searching_only():
+    # a small kernel's space can run out before the deadline; TVM refuses to end a task twice (InternalError)
+    from types import SimpleNamespace
+    from edgekit.tuning.measure import Progress
+    tasks = [SimpleNamespace(is_terminated=t, ctx=SimpleNamespace(task_name=n)) for n, t in (("a", True), ("b", False))]
+
+    def terminate_task(i):  # as TVM's
+        assert not tasks[i].is_terminated
+        tasks[i].is_terminated = True
+    report = Progress([("a", None, 1), ("b", None, 1)], {}, None, time.monotonic() - 1, [], None, "s")
+    report._inst.apply(SimpleNamespace(tasks_=tasks, terminate_task=terminate_task), 1, [], [], [])
+    assert all(t.is_terminated for t in tasks) and report.done == 0
+
+
 def test_bad_usage_is_one_line(block):
     for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "pyocd"),
                         (["--trials", "0"], "positive"), (["--host", "a@b", "--tracker", "c:1", "--key", "k"],

@@ -3,10 +3,13 @@ best kept in a database per target that codegen reads at build time. Records are
 workload (its PrimFunc, structurally), so models that share a layer shape share its records."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sys
 import time
+import types
 from pathlib import Path
 
 from ..errors import checkpoint, warn
@@ -300,8 +303,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     t0 = time.monotonic()
     with measure.work_dir() as work:
         limits = workspace_limits(mod, board) if board.kind == "mcu" else None
-        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits,
-                                           threads=tracker is None)
+        builder = measure.CandidateBuilder(board, Path(work), jobs, firmware=host is not None, limits=limits)
         runner = measure.runner(board, tracker, key, jobs, host, port)
         previous = {}
         try:
@@ -340,12 +342,13 @@ def _search(found, target, jobs, trials, builder, runner, database, report, work
     from tvm.s_tir import meta_schedule as ms
     from . import space
     mutators = {ms.mutator.MutateTileSize(): 1.0}
-    contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
-                               space_generator=ms.space_generator.ScheduleFn(
-                                   space.schedule, sch_rules=[], postprocs=[], mutator_probs=mutators),
-                               search_strategy=ms.search_strategy.EvolutionarySearch(
-                                   population_size=128, init_measured_ratio=0.1))
-                for n, f, _ in found]
+    with _without_tensor_intrinsics():
+        contexts = [ms.TuneContext(tvm.IRModule({"main": f}), target=target, task_name=n, num_threads=jobs,
+                                   space_generator=ms.space_generator.ScheduleFn(
+                                       space.schedule, sch_rules=[], postprocs=[], mutator_probs=mutators),
+                                   search_strategy=ms.search_strategy.EvolutionarySearch(
+                                       population_size=128, init_measured_ratio=0.1))
+                    for n, f, _ in found]
     # from here a signal lets the round in flight finish: TVM's loop would turn an exception into its own
     previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)})
     checkpoint()  # one that came while the search was set up, deferred (inside TVM) or not
@@ -354,6 +357,24 @@ def _search(found, target, jobs, trials, builder, runner, database, report, work
                   builder=builder, runner=runner, database=database, cost_model="xgb",
                   measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), report],
                   task_scheduler="round-robin")
+
+
+@contextlib.contextmanager
+def _without_tensor_intrinsics():
+    """TuneContext imports tvm.s_tir.tensor_intrin only to register the tensor intrinsics that tensorize rules
+    use (wmma, VNNI, ARM dot). This space has no such rule, and the import costs about 20 s of a tune's time
+    (its ~500 TVMScript parses each inspect the whole stack). An empty module stands in while the contexts are
+    made, then goes, so a later real import in this process still works."""
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        yield
+        return
+    stand_in = sys.modules[name] = types.ModuleType(name)
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
 
 
 def _measure_blocks(found, builder, runner, database, target, trials, report) -> None:

@@ -46,15 +46,14 @@ def _includes() -> list[str]:
 class CandidateBuilder(ms.builder.PyBuilder):
     """Build each candidate into `work_dir`, `jobs` at a time in this process (no worker pool to start)."""
 
-    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False, limits: dict | None = None,
-                 threads: bool = True):
+    def __init__(self, board, work_dir: Path, jobs: int = 2, firmware: bool = False, limits: dict | None = None):
         super().__init__()
         self.board, self.work_dir, self.jobs = board, Path(work_dir), jobs
         self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
         self.limits = limits or {}  # signature -> the most workspace bytes a candidate may take (workspace_limits)
-        # a Linux board's kernel runs its outer loop on threads, as the build's do; threads=False measures it on
-        # one (an RPC farm: a board's TVM runtime sizes its own pool, and servers may share cores)
-        self.threads = threads and board.kind == "linux"
+        # a Linux board's kernel runs its outer loop on threads, as the build's do (behind a tracker, on the
+        # board's TVM runtime pool: its cores by default, as threads.c)
+        self.threads = board.kind == "linux"
         self.count = 0
 
     def build(self, build_inputs):
@@ -169,8 +168,9 @@ class Progress(ms.measure_callback.PyMeasureCallback):
         ok = [seconds(r) for r in runner_results if r.error_msg is None and r.run_secs]
         self.update(task_scheduler.tasks_[task_id].ctx.task_name, ok, len(runner_results))
         if self.over():
-            for i in range(len(task_scheduler.tasks_)):
-                task_scheduler.terminate_task(i)
+            for i, task in enumerate(task_scheduler.tasks_):
+                if not task.is_terminated:  # (one whose space ran out ended already; TVM refuses to end it twice)
+                    task_scheduler.terminate_task(i)
 
     def over(self) -> bool:
         """Time is up, or a signal came."""
