@@ -52,7 +52,7 @@ class CandidateBuilder(ms.builder.PyBuilder):
         self.firmware = firmware or board.kind != "linux"  # the kernel's C for FirmwareRunner, not a library
         self.limits = limits or {}  # signature -> the most workspace bytes a candidate may take (workspace_limits)
         # a Linux board's kernel runs its outer loop on threads, as the build's do (behind a tracker, on the
-        # board's TVM runtime pool: its cores by default, as threads.c)
+        # RPC server's TVM thread pool: TVM_NUM_THREADS there, the README says)
         self.threads = board.kind == "linux"
         self.count = 0
 
