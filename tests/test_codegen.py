@@ -232,3 +232,15 @@ def test_c_intrinsics_register_once_when_kernels_build_on_several_threads():
             "assert not errors, errors\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_short_innermost_copy_loops_are_unrolled():
+    # Linux boards' cflags stop gcc unrolling short loops, so codegen does: the model input's NCHW -> NHWC
+    # transpose, 3 channels innermost, is then written as three stores per pixel, which gcc vectorizes
+    from edgekit.codegen.lower import lower
+    from edgekit.compiler import for_board, import_onnx
+    from edgekit.target import get
+    prog = lower(for_board(import_onnx(small_cnn()), get("host")))
+    (transpose,) = [k for n, k in prog.kernels.items() if n.startswith("transpose")]
+    loops = [int(n) for n in re.findall(r"for \(int32_t \w+ = 0; \w+ < (\d+);", transpose.source)]
+    assert loops and min(loops) > 4, transpose.source

@@ -191,6 +191,41 @@ def test_per_channel_scale_and_shift_fold_into_the_convolution():
     np.testing.assert_allclose(difftest.reference(after, x)[0], difftest.reference(before, x)[0], rtol=1e-5, atol=1e-5)
 
 
+def classifier_gemm():
+    """A Gemm (weights transposed) to 200 classes: packed in tiles of 16 on host, 8 columns of padding."""
+    rng = np.random.default_rng(4)
+    return make_model([n("Gemm", ["x", "w", "b"], ["y"], transB=1)], [1, 40], [1, 200],
+                      {"w": rng.standard_normal((200, 40)).astype(np.float32),
+                       "b": rng.standard_normal(200).astype(np.float32)})
+
+
+def matmul_rows():
+    """A MatMul of 6 rows by a constant: packed in two tiles of 32, the rows then transposed back."""
+    rng = np.random.default_rng(5)
+    return make_model([n("MatMul", ["x", "w"], ["y"])], [2, 3, 24], [2, 3, 64],
+                      {"w": rng.standard_normal((24, 64)).astype(np.float32)})
+
+
+def classifier_conv():
+    """MobileNet V1's classifier: a 1x1 convolution with bias of a pooled 1x1 map, to 96 classes (3 tiles of 32)."""
+    rng = np.random.default_rng(6)
+    return make_model([n("GlobalAveragePool", ["x"], ["g"]), n("Conv", ["g", "w", "b"], ["c"]),
+                       n("Reshape", ["c", "shape"], ["y"])], [1, 20, 3, 3], [1, 96],
+                      {"w": rng.standard_normal((96, 20, 1, 1)).astype(np.float32),
+                       "b": rng.standard_normal(96).astype(np.float32), "shape": np.array([1, 96], np.int64)})
+
+
+@pytest.mark.parametrize("make", [classifier_gemm, matmul_rows, classifier_conv])
+def test_packed_matmul_weights_match_onnx_runtime(make):
+    # Linux boards read a constant matmul's weights packed in tiles (compiler._packed_matmul_weights)
+    from edgekit import compiler, target
+    mod = compiler.for_board(compiler.import_onnx(make()), target.get("host"))
+    consts = [a for b in mod["main"].body.blocks for v in b.bindings if getattr(v.value, "op", None) is not None
+              and v.value.op.name == "relax.matmul" for a in v.value.args[1:] if hasattr(a, "value")]
+    assert [c.value.numpy().ndim for c in consts] == [3]
+    assert_passes(difftest.check_graph(make(), threads=True))
+
+
 @pytest.mark.parametrize("make", [tflite_style, residual, input_twice, scale_shift])
 def test_hand_written_graphs_match_onnx_runtime(make):
     assert_passes(difftest.check_graph(make()))

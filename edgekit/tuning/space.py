@@ -70,8 +70,12 @@ def schedule(sch, seed: tuple[int, int] | None = None) -> None:
     seed (vector width, register file, in floats): fix the tiles at seed_tiles' choice, the search's start."""
     from ..codegen.lower import _is_reduction
     root = sch.get_sblock("root")
-    outs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
     red = reduction_block(sch)
+    if sch.get(red).name_hint in {sch.get(b).name_hint for b in sch.get_output_blocks(root)}:
+        # a kernel's output may alias its inputs as far as the C compiler knows, so accumulating there costs a
+        # load and a store per step: a local tile (below), copied out once per outer tile, stays in registers
+        sch.cache_write(red, 0, "local")
+    outs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
     pads, feeds = [], {sch.get(b).name_hint for b in sch.get_producers(red)}
     for b in sch.get_child_blocks(root):  # bias, activation: computed in place
         if sch.get(b).name_hint in outs or _is_reduction(sch, b):
