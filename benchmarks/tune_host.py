@@ -17,6 +17,7 @@ from edgekit import board, target
 from edgekit.build import build
 from edgekit.compiler import import_onnx
 from edgekit.models import ModelConfig
+from edgekit.report import warm_up
 from edgekit.tuning import tune
 
 MODELS = {"V2 a0.35 224": ModelConfig("v2", 0.35, (224, 224)), "V1 a0.25 128": ModelConfig("v1", 0.25, (128, 128))}
@@ -87,6 +88,7 @@ def main():
                     for key, bdir in (("edgekit", d), ("seeds", Path(seeded["build_dir"])), ("untuned", dp)):
                         with board.connect(bdir, threads=t) as (_, dev, _source):
                             dev.load_input(x.tobytes())
+                            warm_up(dev)  # a fresh runner process: untimed runs first, as ORT's session has had
                             per[t][key].append(statistics.median(dev.measure(RUNS)) / 1e6)
                     feed = {sessions[t].get_inputs()[0].name: x}
                     per[t]["ort"].append(median_ms(lambda: sessions[t].run(None, feed)))

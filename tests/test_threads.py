@@ -174,3 +174,27 @@ def test_llvm_kernels_link_and_run_parallel(tmp_path, monkeypatch):
         out[...] = np.nan
         assert lib.edgekit_convnet_run(x.ctypes.data_as(ctypes.c_void_p), out.ctypes.data_as(ctypes.c_void_p)) == 0
         assert np.abs(out - ref).max() <= 1e-4
+
+
+class _Timed:
+    """A device that records what it was asked to time."""
+    def __init__(self, counter, first):
+        self.counter, self.first, self.asked = counter, first, []
+
+    def measure(self, runs):
+        self.asked.append(runs)
+        return [self.first] * runs
+
+
+@pytest.mark.parametrize("counter, first, asked", [
+    ("ns", 2_000_000, [1, 50]),           # a 2 ms inference: 100 ms of untimed runs, as the pool and cores wake
+    ("ns", 40_000, [1, 50]),              # a fast one: at most 50 runs
+    ("ns", 300_000_000, [1]),             # one already past 100 ms: that run is enough
+    ("cycles", 5_000_000, [1]),           # an MCU's caches: one run
+    ("instructions", 5_000_000, []),      # an emulator counts exactly: none
+])
+def test_bench_warms_up_before_timing(counter, first, asked):
+    from edgekit.report import warm_up
+    dev = _Timed(counter, first)
+    warm_up(dev)
+    assert dev.asked == asked
