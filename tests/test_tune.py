@@ -3,6 +3,7 @@ with two boards (RPC servers on loopback) fills the database, build applies it a
 interrupted tune leaves a database that build still applies, and no process behind."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -98,6 +99,19 @@ def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
             ref = got
         else:
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
+
+
+def test_a_reduction_writing_the_output_accumulates_in_a_local_tile(onnx_models):
+    # the classifier's matmul (packed weights, no bias) writes its output directly: accumulating there would
+    # load and store the output at every step of the reduction, which gcc cannot keep in registers
+    from edgekit import target
+    from edgekit.codegen.lower import build_kernel
+    from edgekit.tuning import space
+    host = target.get("host")
+    (func,) = [f for n, f, _ in _kernels(onnx_models("v2", 0.35, 64, 10), host) if n.startswith("matmul")]
+    src = build_kernel(space.seeded(func, space.seeds(host)[0]).mod["main"], "k", stack_bytes=65536).source
+    assert re.search(r"float \w+_local\[", src), src
+    assert not re.search(r"for \(int32_t k = 0;.*\n.*\n\s*matmul\[", src), src
 
 
 RUN_ON_TWO_THREADS = """
