@@ -2,6 +2,7 @@
 with two boards (RPC servers on loopback) fills the database, build applies it and validate passes; an
 interrupted tune leaves a database that build still applies, and no process behind."""
 import json
+import math
 import os
 import re
 import signal
@@ -112,6 +113,44 @@ def test_a_reduction_writing_the_output_accumulates_in_a_local_tile(onnx_models)
     src = build_kernel(space.seeded(func, space.seeds(host)[0]).mod["main"], "k", stack_bytes=65536).source
     assert re.search(r"float \w+_local\[", src), src
     assert not re.search(r"for \(int32_t k = 0;.*\n.*\n\s*matmul\[", src), src
+
+
+@pytest.mark.parametrize("extents", [[7, 7, 960], [49, 1280], [14, 14, 96], [56, 56, 24], [1, 1000],
+                                     [28, 28, 3], [1, 13, 11, 40]])
+def test_seed_tiles_take_a_block_of_pixels_that_fits_the_registers(extents):
+    # a 7x7 map has no row count between 1 and 7: tiles of one axis only would take one pixel, and load a
+    # weight vector for each multiply-add
+    from edgekit.tuning import space
+    for vector, registers in ((16, 256), (16, 448), (4, 32), (1, 8)):
+        tiles = space.seed_tiles(extents, vector, registers)
+        assert all(e % t == 0 for e, t in zip(extents, tiles)), tiles
+        assert math.prod(tiles) <= max(registers, tiles[-1]), tiles
+        assert tiles[-1] % vector == 0 or tiles[-1] == extents[-1] or extents[-1] % vector, tiles
+        rows = math.prod(tiles[-3:-1])
+        if any(e % r == 0 for e in extents[-3:-1] for r in range(2, registers // tiles[-1] + 1)):
+            assert rows > 1, tiles  # a row count that divides the map fits
+    assert space.seed_tiles([7, 7, 960], 16, 256) == [1, 7, 32]
+
+
+def test_seeds_read_the_larger_operand_once(onnx_models):
+    # the outer loops' order: a late layer's pointwise weights (hundreds of KB) against its small map go
+    # once through the cache, each weight block serving every pixel tile; an early layer's map likewise
+    from tvm import s_tir
+    from edgekit import target
+    from edgekit.tuning import space
+    host = target.get("host")
+    orders = []
+    for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 10), host):
+        sch = space.seeded(func, space.seeds(host)[0])
+        (choice,) = [d for i, d in sch.trace.decisions.items() if i.kind.name == "SampleCategorical"] or [None]
+        if choice is None:  # a depthwise convolution, pooling: every outer loop moves over the data
+            continue
+        fresh = s_tir.Schedule(func)
+        block = fresh.get(space.reduction_block(fresh))
+        data, weights = (math.prod(int(d) for d in r.source.shape) for r in block.reads[:2])
+        orders.append(int(choice))
+        assert int(choice) == (weights > data), name
+    assert set(orders) == {0, 1}
 
 
 RUN_ON_TWO_THREADS = """

@@ -4,6 +4,8 @@ Its free choices (tile sizes, which loops unroll) are MetaSchedule sampling inst
 mutates them and the database stores them as a trace. Kernels without a reduction keep codegen's schedule."""
 from __future__ import annotations
 
+import math
+
 VERSION = "3"  # of this template: records hold its traces, so a changed template starts a new database
 
 MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
@@ -14,9 +16,12 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
 def seeds(board) -> list[tuple[int, int]]:
     """Where the search starts: (vector width, accumulators) in floats, for seed_tiles; the first is also the
     schedule of a Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes
-    per SIMD register; 1 where there is none), eight vectors of accumulators, and a narrower second guess."""
+    per SIMD register; 1 where there is none): half of a 32-register file in accumulators, then nearly all of
+    it (AVX-512 and AArch64 NEON have 32; V2 1.0 224's seeds-only build on host, its layers' times summed: 5.9,
+    4.9 and 4.9 ms at 8, 16 and 28 vectors), and a narrow guess for a machine with fewer or narrower registers
+    than the board says."""
     v = int(board.data["tvm"].get("vector_floats", 1))
-    return [(v, 8 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
+    return [(v, 16 * v), (v, 28 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
 
 
 def reduction_block(sch):
@@ -39,16 +44,26 @@ def tunable(func) -> bool:
 
 def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
     """The register tile a vectorizing compiler does well with, for spatial loops of these extents (innermost
-    last): the innermost axis a few vectors wide, the next one as long as the accumulators (their product)
-    fit in `registers` floats, the others 1. Where the search starts, not where it must end."""
-    def divisor(n, cap):  # the largest divisor of n up to cap, whole vectors first
-        ds = [d for d in range(1, min(n, cap) + 1) if n % d == 0]
-        return max(ds, key=lambda d: (d % vector == 0 or d >= n, d))
+    last): whole vectors of the innermost axis (at most two) by rows, a tile of the two axes before it (a
+    block of pixels), that fit in `registers` floats of accumulators and do the most multiply-adds per load
+    (rows x vectors over rows + vectors), the wider first; the others 1. Rows from one axis alone would be
+    one where its extent has no small divisor (7 pixels): a vector load per multiply-add, 3-4x slower.
+    Where the search starts, not where it must end."""
+    def divisors(n, cap):
+        return [d for d in range(1, min(n, cap) + 1) if n % d == 0]
     tiles = [1] * len(extents)
-    if extents:
-        tiles[-1] = divisor(extents[-1], 2 * vector)
-    if len(extents) > 1:
-        tiles[-2] = divisor(extents[-2], max(1, min(MAX_REGISTER_TILE, registers // tiles[-1])))
+    if not extents:
+        return tiles
+    inner = [d for d in divisors(extents[-1], 2 * vector) if d % vector == 0 or d >= extents[-1]] or \
+        divisors(extents[-1], 2 * vector)
+    ys = divisors(extents[-3], MAX_REGISTER_TILE) if len(extents) > 2 else [1]
+    xs = divisors(extents[-2], MAX_REGISTER_TILE) if len(extents) > 1 else [1]
+    vecs = lambda c: -(-c // vector)  # noqa: E731
+    fits = [(y, x, c) for y in ys for x in xs for c in inner if y * x * c <= max(registers, c)]
+    y, x, c = max(fits, key=lambda t: (t[0] * t[1] * vecs(t[2]) / (t[0] * t[1] + vecs(t[2])), t[2], t[1]))
+    for i, t in zip((-3, -2, -1), (y, x, c)):
+        if len(extents) >= -i:
+            tiles[i] = t
     return tiles
 
 
@@ -107,8 +122,7 @@ def schedule(sch, seed: tuple[int, int] | None = None) -> None:
         lo, li = sch.split(lp, [o, n])
         outer.append((lo, reads_data.get(lp, True)))
         inner.append(li)
-    # outer loops that move over the input first: an input tile (padded) then serves every output-channel block
-    outer = [lo for lo, _ in sorted(outer, key=lambda t: not t[1])]
+    outer = _outer_order(sch, block, outer, seed is not None)
     sch.reorder(*unit, *outer, *reduce, *inner)
     for li in inner[:-1]:
         sch.unroll(li)
@@ -128,6 +142,23 @@ def schedule(sch, seed: tuple[int, int] | None = None) -> None:
         sch.compute_at(b, sch.sample_compute_location(b), preserve_unit_loops=False)
     # initialise the register tile once, above the reduction loops
     sch.decompose_reduction(red, reduce[0] if reduce else inner[0])
+
+
+def _outer_order(sch, block, outer, seeded: bool) -> list:
+    """The outer loops in one of two orders, the search's choice: those that move over the data first (a data
+    tile, padded, then serves every output-channel block), or those over the weights first (a block of weights
+    then serves every data tile). Whichever operand the inner loops walk whole is read again for each outer
+    tile, from cache if it fits: the likelier choice, and the seeds', reads the larger operand once (late
+    MobileNet layers: a 7x7 map against 1-2 MB of pointwise weights)."""
+    data = [lo for lo, d in outer if d]
+    weights = [lo for lo, d in outer if not d]
+    if not data or not weights or len(block.reads) < 2:
+        return data + weights
+    size = lambda r: math.prod(int(d) for d in r.source.shape) * r.source.dtype.itemsize  # noqa: E731
+    weights_first = int(size(block.reads[1]) > size(block.reads[0]))
+    choice = sch.sample_categorical([0, 1], [0.25, 0.75] if weights_first else [0.75, 0.25],
+                                    decision=weights_first if seeded else None)
+    return weights + data if int(sch.get(choice)) else data + weights
 
 
 def _pointwise(sch, red, reduce) -> bool:
