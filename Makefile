@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# two workers, each test file on one (its module-scoped builds stay shared): CI has 2 cores
 test: deps
-	$(PY) -m pytest -q -m "not soak" tests
+	$(PY) -m pytest -q -m "not soak" -n 2 --dist loadfile tests
 
 demo: deps
 	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2

@@ -492,17 +492,18 @@ def _interrupted(signum, frame):
 
 
 def _unsafe_to_raise(frame) -> bool:
-    """Whether an import is under way (an exception inside a C extension's initialisation, protobuf's under
-    onnx, aborts the process), or the innermost frame that is TVM's or edgekit's is TVM's. edgekit code that
-    TVM calls back (the tuning's builder and runners) ends its own processes on KeyboardInterrupt, which TVM
-    passes on."""
+    """Whether an import is under way inside the work (an exception inside a C extension's initialisation,
+    protobuf's under onnx, aborts the process), or the innermost frame that is TVM's or edgekit's is TVM's.
+    edgekit code that TVM calls back (the tuning's builder and runners) ends its own processes on
+    KeyboardInterrupt, which TVM passes on. An import outside edgekit's innermost frame is not the work's: a
+    caller that runs edgekit from inside an import (pytest-xdist's workers) would never see the signal raised."""
     own = str(Path(__file__).parent) + "/"
     tvm = tuple(str(Path(m.__file__).parent) + "/" for name in ("tvm", "tvm_ffi")
                 if (m := sys.modules.get(name)) is not None and getattr(m, "__file__", None))
     innermost = None
     while frame is not None:
         name = frame.f_code.co_filename
-        if name.startswith("<frozen importlib"):
+        if name.startswith("<frozen importlib") and innermost is None:
             return True
         if innermost is None and name.startswith(own):
             innermost = "edgekit"

@@ -32,7 +32,8 @@ def for_board(mod, board):
     """The module in the board's own layout (its TOML's tvm.layout): every convolution NHWC with HWIO weights,
     so each kernel's innermost loop runs over channels, contiguous in its input, weights and output, which gcc
     vectorizes; the model's input and output keep their ONNX layout (TVM inserts the transposes). Boards with
-    SIMD (tvm.vector_floats) also read a classifier's weights packed in tiles (_packed_matmul_weights)."""
+    SIMD (tvm.vector_floats) also read a classifier's and 1x1 convolutions' weights packed in tiles
+    (_packed_weights)."""
     from tvm import relax
     layout = board.data["tvm"].get("layout")
     if layout is None:
@@ -41,21 +42,26 @@ def for_board(mod, board):
         raise UsageError(f"targets/{board.name}.toml: tvm.layout {layout!r} is not supported (NHWC, or none)")
     mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})(_scalar_clamps_as_ops(mod))
     vector = int(board.data["tvm"].get("vector_floats", 1))
-    return _packed_matmul_weights(mod, vector) if vector > 1 else mod
+    return _packed_weights(mod, board) if vector > 1 else mod
 
 
-def _packed_matmul_weights(mod, vector: int):
+def _packed_weights(mod, board):
     """Each float matmul by a constant matrix W [K, N] (a classifier) reads W packed as [N/t, K, t], N padded with
     zero columns to whole tiles of t: a kernel's register tile of output columns then streams its weights from
     one contiguous run, where over W it would take a few floats from each row, N floats apart. A classifier's
     weights are read once per inference, so this is where its time goes (1000 classes on host: 1.8x faster).
     A 1x1 convolution of a 1x1 map (MobileNet V1's classifier) is such a matmul too.
     t: two vectors (the seed's innermost tile, space.seed_tiles), or one where that pads less; no packing for
-    fewer than two tiles or a padding of over 1/16 of N. The extra columns are sliced off after."""
+    fewer than two tiles or a padding of over 1/16 of N. The extra columns are sliced off after.
+    Every other 1x1 convolution (a larger map: MobileNet's pointwise layers) becomes pointwise_packed, t the
+    board's first seed tile of its output channels: no transpose after, as its output is NHWC already (V2 1.0's
+    late layers, 0.6-1.6 MB of weights: HWIO rows 1.3-5 KB apart, which the prefetcher did not follow)."""
     import tvm
     from tvm import relax
     from tvm.ir.expr import Constant
     from tvm.relax.expr_functor import mutator
+    from .tuning.space import seed_tiles, seeds
+    vector = int(board.data["tvm"]["vector_floats"])
     matmul_op, conv_op = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.conv2d")
 
     def tile(n):
@@ -65,9 +71,7 @@ def _packed_matmul_weights(mod, vector: int):
         """x [*lead, K] times w [K, N] over w packed, as [*lead, N]."""
         (k, n), t = w.shape, tile(w.shape[1])
         blocks, m = -(-n // t), int(np.prod(lead, dtype=np.int64))
-        wp = np.zeros((k, blocks * t), np.float32)
-        wp[:, :n] = w
-        wp = np.ascontiguousarray(wp.reshape(k, blocks, t).transpose(1, 0, 2))
+        wp = pack(w.astype(np.float32), t)
         y = relax.op.matmul(relax.op.reshape(x, [1, m, k]), relax.const(wp))  # [blocks, m, t]
         if m > 1:
             y = relax.op.permute_dims(y, [1, 0, 2])
@@ -96,17 +100,48 @@ def _packed_matmul_weights(mod, vector: int):
             if call.op.same_as(matmul_op) and w.ndim == 2 and tile(w.shape[1]):
                 return packed(x, shape[:-1], w)
             a = call.attrs
-            if call.op.same_as(conv_op) and (a.data_layout, a.kernel_layout, a.out_layout) == ("NHWC", "HWIO", "NHWC") \
-                    and shape[1:3] == [1, 1] and w.shape[:2] == (1, 1) and int(a.groups) == 1 \
-                    and not any(int(p) for p in a.padding) and tile(w.shape[3]):
+            if not (call.op.same_as(conv_op) and w.shape[:2] == (1, 1)
+                    and (a.data_layout, a.kernel_layout, a.out_layout) == ("NHWC", "HWIO", "NHWC") and int(a.groups) == 1 and not any(int(p) for p in a.padding)):
+                return call
+            if shape[1:3] == [1, 1] and tile(w.shape[3]):
                 y = packed(relax.op.reshape(x, [shape[0], shape[3]]), shape[:1], w.reshape(w.shape[2:]))
                 return relax.op.reshape(y, [shape[0], 1, 1, w.shape[3]])
-            return call
+            strides = [int(s) for s in a.strides]
+            t = seed_tiles([(shape[1] - 1) // strides[0] + 1, (shape[2] - 1) // strides[1] + 1, w.shape[3]],
+                           *seeds(board)[0])[-1]
+            if t % vector or t == w.shape[3]:  # no whole vectors, or one tile: the weights are read in order already
+                return call
+            return self.builder_.call_te(pointwise_packed, x, relax.const(pack(w[0, 0], t)), w.shape[3], strides,
+                                         primfunc_name_hint="conv2d_packed")
 
     mod = relax.transform.FoldConstant()(mod)  # a Gemm's transposed weights, a convolution's HWIO ones: constants now
-    out = tvm.IRModule(mod.functions, attrs=mod.attrs)
-    out["main"] = Pack(mod).visit_expr(mod["main"])
+    pack_ = Pack(mod)
+    main = pack_.visit_expr(mod["main"])
+    out = pack_.builder_.get()  # with the packed convolutions' PrimFuncs
+    out["main"] = main
     return relax.transform.DeadCodeElimination()(out)
+
+
+def pack(w, t: int):
+    """Weights [K, N] as [N/t, K, t], N padded with zero columns to whole tiles of t."""
+    (k, n), blocks = w.shape, -(-w.shape[1] // t)
+    wp = np.zeros((k, blocks * t), w.dtype)
+    wp[:, :n] = w
+    return np.ascontiguousarray(wp.reshape(k, blocks, t).transpose(1, 0, 2))
+
+
+def pointwise_packed(x, wp, channels: int, strides):
+    """A 1x1 convolution, NHWC, over weights packed as [O/t, I, t] (`pack`), written NHWC: out[n, h, w, o] =
+    sum_i x[n, h*sh, w*sw, i] * wp[o // t, i, o % t]. A register tile of t output channels streams its weights
+    from one contiguous run; columns past `channels` are padding, never read."""
+    from tvm import te
+    n, h, w, k = (int(d) for d in x.shape)
+    t = int(wp.shape[2])
+    sh, sw = strides
+    i = te.reduce_axis((0, k), "rc")
+    return te.compute((n, (h - 1) // sh + 1, (w - 1) // sw + 1, channels),
+                      lambda b, y, z, o: te.sum(x[b, y * sh, z * sw, i] * wp[o // t, i, o % t], axis=i),
+                      name="conv2d_packed")
 
 
 def _scalar_clamps_as_ops(mod):

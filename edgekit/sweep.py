@@ -30,6 +30,18 @@ def _calibration(dataset: str, res: int, path: Path) -> Path:
     return path
 
 
+def _exported(model: Path) -> Path:
+    """The Keras model's ONNX export, made once and kept beside it: tf2onnx does not always write the same
+    graph for the same model (a shape constant more or less), and a resumed sweep must build what it built."""
+    import onnx
+    from .export import user_onnx
+    path = model.with_suffix(".onnx")
+    if not path.is_file() or path.stat().st_mtime_ns < model.stat().st_mtime_ns:  # none yet, or a retrained model
+        onnx.save(user_onnx(model), str(path.with_suffix(".onnx.part")))
+        path.with_suffix(".onnx.part").replace(path)
+    return path
+
+
 def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: int, out: Path,
           limit: int, train_limit: int | None, quantize: str | None = None, runs: int = 3,
           stage: Callable[[str], None] = lambda s: None) -> dict:
@@ -53,7 +65,8 @@ def point(target: str, arch: str, alpha: float, res: int, dataset: str, epochs: 
     stage(f"{label}: build for {target}")
     calibration = _calibration(dataset, res, model.with_suffix(".calibration.npy")) if quantize else None
     try:
-        manifest = build(target, model=model, out=out / "builds" / f"{target}-{tag}{'-' + quantize if quantize else ''}",
+        manifest = build(target, model=model if quantize else _exported(model),
+                         out=out / "builds" / f"{target}-{tag}{'-' + quantize if quantize else ''}",
                          check_budget=False, quantize=quantize, calibration=calibration)
     except UsageError as e:  # e.g. the linker finds the board's memory too small
         result.update(fits=False, reason=str(e))

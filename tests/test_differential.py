@@ -226,6 +226,27 @@ def test_packed_matmul_weights_match_onnx_runtime(make):
     assert_passes(difftest.check_graph(make(), threads=True))
 
 
+def pointwise_layers():
+    """MobileNet's pointwise layers on a 5x5 map: 16 to 48 channels (bias, ReLU6), 48 to 48 (as many in as out:
+    the map's last two axes and the channels' look alike), then 48 to 40 at stride 2."""
+    rng = np.random.default_rng(7)
+    return make_model([n("Conv", ["x", "w1", "b1"], ["c1"]), n("Clip", ["c1", "lo", "hi"], ["r1"]),
+                       n("Conv", ["r1", "w2"], ["c2"]), n("Conv", ["c2", "w3"], ["y"], strides=[2, 2])],
+                      [1, 16, 5, 5], [1, 40, 3, 3],
+                      {"w1": rng.standard_normal((48, 16, 1, 1)).astype(np.float32),
+                       "b1": rng.standard_normal(48).astype(np.float32), "lo": np.float32(0), "hi": np.float32(6),
+                       "w2": rng.standard_normal((48, 48, 1, 1)).astype(np.float32) / 4,
+                       "w3": rng.standard_normal((40, 48, 1, 1)).astype(np.float32)})
+
+
+def test_packed_pointwise_convolutions_match_onnx_runtime():
+    # Linux boards read a 1x1 convolution's weights packed in tiles of output channels (compiler.pointwise_packed)
+    from edgekit import compiler, target
+    mod = compiler.for_board(compiler.import_onnx(pointwise_layers()), target.get("host"))
+    assert any(gv.name_hint.startswith("conv2d_packed") for gv in mod.functions)  # 16 to 48 at least, on any SIMD
+    assert_passes(difftest.check_graph(pointwise_layers(), threads=True))
+
+
 @pytest.mark.parametrize("make", [tflite_style, residual, input_twice, scale_shift])
 def test_hand_written_graphs_match_onnx_runtime(make):
     assert_passes(difftest.check_graph(make()))

@@ -30,7 +30,8 @@ def count(specs: list[Layer]) -> dict:
 
 
 def count_onnx(model) -> dict:
-    """MACs of Conv/Gemm/MatMul and the parameter count of a user's ONNX model (after shape inference)."""
+    """MACs of Conv/Gemm/MatMul and the parameter count of a user's ONNX model (after shape inference): its
+    initializers but the int64 ones."""
     import numpy as np
     import onnx
 
@@ -50,5 +51,6 @@ def count_onnx(model) -> dict:
             macs += int(np.prod(out)) * int(np.prod(w[1:]))
         elif n.op_type in ("Gemm", "MatMul") and out and n.input[0] in shapes:
             macs += int(np.prod(out)) * shapes[n.input[0]][-1]
-    params = sum(int(np.prod(d)) for d in inits.values())
+    # int64 initializers are shapes, axes and indices (ONNX's type for them), not weights
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type != onnx.TensorProto.INT64)
     return {"macs": macs, "params": params}

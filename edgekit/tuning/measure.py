@@ -162,9 +162,9 @@ def seconds(result) -> float:
 class Progress(ms.measure_callback.PyMeasureCallback):
     """After each round: tell progress() how far we are; stop every task when time is up or a signal came."""
 
-    def __init__(self, found, untuned, trials, deadline, stop, progress, unit):
+    def __init__(self, found, untuned, trials, deadline, stop, progress, unit, reserve: float = 0.0):
         super().__init__()
-        self.unit = unit
+        self.unit, self.reserve = unit, reserve  # seconds before the deadline that the search leaves to _confirm
         self.best = dict.fromkeys(n for n, _, _ in found)
         self.untuned, self.trials, self.deadline, self.stop, self.progress = untuned, trials, deadline, stop, progress
         self.done, self.t0 = 0, time.monotonic()
@@ -179,7 +179,7 @@ class Progress(ms.measure_callback.PyMeasureCallback):
 
     def over(self) -> bool:
         """Time is up, or a signal came."""
-        return bool(self.stop) or (self.deadline is not None and time.monotonic() >= self.deadline)
+        return bool(self.stop) or (self.deadline is not None and time.monotonic() >= self.deadline - self.reserve)
 
     def update(self, name: str, ok: list, measured: int) -> None:
         """`measured` more candidates of kernel `name` ran, `ok` the latencies of those that did not fail."""

@@ -16,12 +16,14 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
 def seeds(board) -> list[tuple[int, int]]:
     """Where the search starts: (vector width, accumulators) in floats, for seed_tiles; the first is also the
     schedule of a Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes
-    per SIMD register; 1 where there is none): half of a 32-register file in accumulators, then nearly all of
-    it (AVX-512 and AArch64 NEON have 32; V2 1.0 224's seeds-only build on host, its layers' times summed: 5.9,
-    4.9 and 4.9 ms at 8, 16 and 28 vectors), and a narrow guess for a machine with fewer or narrower registers
-    than the board says."""
+    per SIMD register; 1 where there is none) and tvm.vector_registers: all of the register file in
+    accumulators but four, which hold a tile's weights and inputs, then half of it, and a narrow guess for a
+    machine with fewer or narrower registers than the board says. Host, V2 1.0: with 32 AVX-512 registers, 28
+    and 16 of them do as well (224, layers summed: 4.9 ms each; 8: 5.9 ms); with 16 AVX2 ones, 12 beat 8 (160:
+    0.83-0.99 x ONNX Runtime against 1.03-1.23 x, seeds only, 2 threads)."""
     v = int(board.data["tvm"].get("vector_floats", 1))
-    return [(v, 16 * v), (v, 28 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
+    r = int(board.data["tvm"].get("vector_registers", 32))
+    return [(v, (r - 4) * v), (v, r // 2 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
 
 
 def reduction_block(sch):
@@ -109,7 +111,7 @@ def schedule(sch, seed: tuple[int, int] | None = None) -> None:
     reduce = [lp for lp, k in zip(loops, kinds) if k != 0]
     unit = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) == 1]
     reads_data = _indexes_data(block, loops)
-    if len(spatial) >= 2 and _pointwise(sch, red, reduce):  # (h, w) is one contiguous axis: one long inner loop
+    if _pointwise_nchw(sch, red, spatial, reduce, reads_data):  # one long inner loop
         spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
     extents = [int(sch.get(lp).extent) for lp in spatial]
     fixed = seed_tiles(extents, *seed) if seed else [None] * len(spatial)
@@ -161,14 +163,16 @@ def _outer_order(sch, block, outer, seeded: bool) -> list:
     return weights + data if int(sch.get(choice)) else data + weights
 
 
-def _pointwise(sch, red, reduce) -> bool:
-    """A 1x1, stride-1 convolution: its input and output maps have the same last two extents and only the
-    first reduction loop (the input channels) has more than one iteration."""
+def _pointwise_nchw(sch, red, spatial, reduce, reads_data) -> bool:
+    """Whether the kernel is a 1x1, stride-1 NCHW convolution, whose last two spatial loops (h, w) are one
+    contiguous axis: its input and output maps have the same last two extents, only the first reduction loop
+    (the input channels) has more than one iteration, and the last spatial loop indexes the data. Not in NHWC,
+    where that loop is the output channels, and fusing h and w instead defeats TVM's region analysis
+    (accumulators in a 4 MB workspace, 4 x slower)."""
     block = sch.get(red)
-    src, dst = block.reads[0].source, block.writes[0].source
-    same = len(src.shape) == len(dst.shape) >= 3 and \
-        [int(d) for d in src.shape[-2:]] == [int(d) for d in dst.shape[-2:]]
-    return same and all(int(sch.get(lp).extent) == 1 for lp in reduce[1:])
+    src, dst = _shape(block.reads[0]), _shape(block.writes[0])
+    return len(spatial) >= 2 and len(src) == len(dst) >= 3 and src[-2:] == dst[-2:] \
+        and all(int(sch.get(lp).extent) == 1 for lp in reduce[1:]) and reads_data.get(spatial[-1], True)
 
 
 def _shape(region) -> list:
