@@ -71,7 +71,7 @@ def _packed_weights(mod, board):
         """x [*lead, K] times w [K, N] over w packed, as [*lead, N]."""
         (k, n), t = w.shape, tile(w.shape[1])
         blocks, m = -(-n // t), int(np.prod(lead, dtype=np.int64))
-        wp = pack(w.astype(np.float32), t)
+        wp = pack_weights(w.astype(np.float32), t)
         y = relax.op.matmul(relax.op.reshape(x, [1, m, k]), relax.const(wp))  # [blocks, m, t]
         if m > 1:
             y = relax.op.permute_dims(y, [1, 0, 2])
@@ -100,8 +100,9 @@ def _packed_weights(mod, board):
             if call.op.same_as(matmul_op) and w.ndim == 2 and tile(w.shape[1]):
                 return packed(x, shape[:-1], w)
             a = call.attrs
-            if not (call.op.same_as(conv_op) and w.shape[:2] == (1, 1)
-                    and (a.data_layout, a.kernel_layout, a.out_layout) == ("NHWC", "HWIO", "NHWC") and int(a.groups) == 1 and not any(int(p) for p in a.padding)):
+            if not (call.op.same_as(conv_op) and w.shape[:2] == (1, 1) and int(a.groups) == 1
+                    and (a.data_layout, a.kernel_layout, a.out_layout) == ("NHWC", "HWIO", "NHWC")
+                    and not any(int(p) for p in a.padding)):
                 return call
             if shape[1:3] == [1, 1] and tile(w.shape[3]):
                 y = packed(relax.op.reshape(x, [shape[0], shape[3]]), shape[:1], w.reshape(w.shape[2:]))
@@ -111,8 +112,8 @@ def _packed_weights(mod, board):
                            *seeds(board)[0])[-1]
             if t % vector or t == w.shape[3]:  # no whole vectors, or one tile: the weights are read in order already
                 return call
-            return self.builder_.call_te(pointwise_packed, x, relax.const(pack(w[0, 0], t)), w.shape[3], strides,
-                                         primfunc_name_hint="conv2d_packed")
+            return self.builder_.call_te(pointwise_packed, x, relax.const(pack_weights(w[0, 0], t)), w.shape[3],
+                                         strides, primfunc_name_hint="conv2d_packed")
 
     mod = relax.transform.FoldConstant()(mod)  # a Gemm's transposed weights, a convolution's HWIO ones: constants now
     pack_ = Pack(mod)
@@ -122,7 +123,7 @@ def _packed_weights(mod, board):
     return relax.transform.DeadCodeElimination()(out)
 
 
-def pack(w, t: int):
+def pack_weights(w, t: int):
     """Weights [K, N] as [N/t, K, t], N padded with zero columns to whole tiles of t."""
     (k, n), blocks = w.shape, -(-w.shape[1] // t)
     wp = np.zeros((k, blocks * t), w.dtype)
@@ -131,9 +132,9 @@ def pack(w, t: int):
 
 
 def pointwise_packed(x, wp, channels: int, strides):
-    """A 1x1 convolution, NHWC, over weights packed as [O/t, I, t] (`pack`), written NHWC: out[n, h, w, o] =
-    sum_i x[n, h*sh, w*sw, i] * wp[o // t, i, o % t]. A register tile of t output channels streams its weights
-    from one contiguous run; columns past `channels` are padding, never read."""
+    """A 1x1 convolution, NHWC, over weights packed as [O/t, I, t] (`pack_weights`), written NHWC:
+    out[n, h, w, o] = sum_i x[n, h*sh, w*sw, i] * wp[o // t, i, o % t]. A register tile of t output channels
+    streams its weights from one contiguous run; columns past `channels` are padding, never read."""
     from tvm import te
     n, h, w, k = (int(d) for d in x.shape)
     t = int(wp.shape[2])

@@ -227,8 +227,8 @@ def test_packed_matmul_weights_match_onnx_runtime(make):
 
 
 def pointwise_layers():
-    """MobileNet's pointwise layers on a 5x5 map: 16 to 48 channels (bias, ReLU6), 48 to 48 (as many in as out:
-    the map's last two axes and the channels' look alike), then 48 to 40 at stride 2."""
+    """MobileNet's pointwise layers on a 5x5 map: 16 to 48 channels (bias, ReLU6), 48 to 48 (as many channels in
+    as out: in NHWC the last two extents then match, as an NCHW 1x1 convolution's do), then 48 to 40 at stride 2."""
     rng = np.random.default_rng(7)
     return make_model([n("Conv", ["x", "w1", "b1"], ["c1"]), n("Clip", ["c1", "lo", "hi"], ["r1"]),
                        n("Conv", ["r1", "w2"], ["c2"]), n("Conv", ["c2", "w3"], ["y"], strides=[2, 2])],
