@@ -53,9 +53,9 @@ def _load(path: Path) -> Target:
     if data["name"] != path.stem:
         raise UsageError(f"target file {path}: name '{data['name']}' must match the file name '{path.stem}'")
     tvm = data["tvm"] if isinstance(data["tvm"], dict) else {}
-    for key, value in zip(("vector_floats", "vector_registers"), native_simd()):
-        if tvm.get(key) == "native":
-            tvm[key] = value
+    keys = ("vector_floats", "vector_registers")
+    if any(tvm.get(k) == "native" for k in keys):  # only then read /proc/cpuinfo
+        tvm.update((k, v) for k, v in zip(keys, native_simd()) if tvm.get(k) == "native")
     return Target(data["name"], data)
 
 

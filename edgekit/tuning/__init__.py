@@ -365,7 +365,7 @@ def _confirm(found, builder, runner, database, target, report, rounds: int = 3) 
     so that a schedule one measurement found fast by chance (a 2-core VM's speed drifts by up to 30 % within
     minutes) does not go into the build in place of one that is."""
     import tvm
-    from tvm.s_tir import Schedule, meta_schedule as ms
+    from tvm.s_tir import Schedule
     from ..codegen.lower import own_schedule
     for _ in range(rounds):
         todo = [(f, rec) for _, f, _ in found for rec, _, times in best_record(database, f, leaders=2) or []
@@ -383,12 +383,7 @@ def _confirm(found, builder, runner, database, target, report, rounds: int = 3) 
         for (f, rec), secs in zip(todo, _measure(funcs, builder, runner, target)):
             if secs is None:
                 continue
-            if _is_baseline(rec.trace):
-                _commit(database, f, BASELINE, 1, secs, target)
-            else:
-                mod = tvm.IRModule({"main": f})
-                database.commit_tuning_record(ms.database.TuningRecord(
-                    rec.trace, database.commit_workload(mod), [secs], target, ms.arg_info.ArgInfo.from_prim_func(f)))
+            _commit_trace(database, f, rec.trace, secs, target)
         checkpoint()
 
 
@@ -483,15 +478,11 @@ def _untuned(found, builder, runner, target) -> dict:
 def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
     """The template at each of the board kind's seed tiles (space.seed_tiles), measured and recorded: the
     search's best records start its population, so a short tune starts from tiles that vectorize."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
     from . import space
     schedules = [(f, space.seeded(f, seed)) for _, f, _ in found for seed in seeds]
     for (f, sch), secs in zip(schedules, _measure([s.mod["main"] for _, s in schedules], builder, runner, target)):
         if secs is not None:
-            mod = tvm.IRModule({"main": f})
-            database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, database.commit_workload(mod), [secs], target, ms.arg_info.ArgInfo.from_prim_func(f)))
+            _commit_trace(database, f, sch.trace, secs, target)
 
 
 BASELINE = "edgekit.codegen_schedule"  # a record for the kernel as codegen schedules it (shrink)
@@ -502,12 +493,19 @@ def _commit(database, func, key: str, value, seconds: float, target) -> None:
     """A record of a schedule that is not a replayable trace (codegen's own, a micro-kernel template's): a trace
     that only annotates the root block with key = value (MetaSchedule skips records whose trace is empty)."""
     import tvm
-    from tvm.s_tir import Schedule, meta_schedule as ms
-    mod = tvm.IRModule({"main": func})
-    sch = Schedule(mod)
+    from tvm.s_tir import Schedule
+    sch = Schedule(tvm.IRModule({"main": func}))
     sch.annotate(sch.get_sblock("root"), key, value)
+    _commit_trace(database, func, sch.trace, seconds, target)
+
+
+def _commit_trace(database, func, trace, seconds: float, target) -> None:
+    """A record of func scheduled by trace, measured at `seconds` (or instructions)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
     database.commit_tuning_record(ms.database.TuningRecord(
-        sch.trace, database.commit_workload(mod), [seconds], target, ms.arg_info.ArgInfo.from_prim_func(func)))
+        trace, database.commit_workload(tvm.IRModule({"main": func})), [seconds], target,
+        ms.arg_info.ArgInfo.from_prim_func(func)))
 
 
 def _annotation(trace, key: str):
