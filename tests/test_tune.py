@@ -420,3 +420,33 @@ def test_a_schedule_fast_once_by_chance_loses_to_one_measured_fast_twice(block, 
     assert str(rec.trace) == str(steady) and secs == 2.1e-3
     assert [(str(r.trace), t, n) for r, t, n in best_record(db, func, leaders=2)] == \
         [(str(steady), 2.1e-3, 2), (str(lucky), 3e-3, 2)]
+
+
+def test_a_timed_tune_measures_each_kernels_two_leaders_again(block, tmp_path):
+    """_confirm (a timed tune's last tenth) measures each kernel's two fastest schedules on the board until both
+    have two measurements, and leaves the others alone."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    from edgekit import target
+    from edgekit.tuning import _close, _confirm, best_record, c_target, measure, open_database, space
+    host = target.get("host")
+    name, func = next((n, f) for n, f, _ in _kernels(block, host) if space.tunable(f))
+    traces = list({str(t): t for t in (space.seeded(func, s).trace for s in space.seeds(host))}.values())
+    assert len(traces) == 3, name
+    db = open_database(tmp_path / "db", create=True)
+    tgt = tvm.target.Target(c_target(host))
+    for trace, secs in zip(traces, [1e-6, 2e-6, 1.0]):  # the last one too slow to lead, however the others measure
+        db.commit_tuning_record(ms.database.TuningRecord(trace, db.commit_workload(tvm.IRModule({"main": func})),
+                                                         [secs], tgt, ms.arg_info.ArgInfo.from_prim_func(func)))
+
+    class Running:
+        def over(self):
+            return False
+    runner = measure.runner(host, jobs=1)
+    try:
+        _confirm([(name, func, 1)], measure.CandidateBuilder(host, tmp_path, 1), runner, db, tgt, Running())
+    finally:
+        _close(runner)
+    leaders = best_record(db, func, leaders=3)
+    assert sorted(n for _, _, n in leaders[:2]) == [2, 2] and leaders[2][1:] == (1.0, 1), leaders
+    assert all(t > 2e-6 for _, t, _ in leaders[:2])  # each counts at its slowest: the board's, not the stand-in

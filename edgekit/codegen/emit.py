@@ -99,21 +99,29 @@ KERNELS_PRE = """\
 
 
 # TVM's C codegen prints PARALLEL loops serially (only its LLVM backend outlines closures): edgekit runs a
-# parallel kernel once per task on threads.c's pool, each task given its [lo, hi) slice of the loop in the
-# packed call's `self` argument (lower.chunk_parallel_loop). The args array is shared read-only.
+# parallel kernel on threads.c's pool, each call given a [lo, hi) slice of the loop in the packed call's `self`
+# argument (lower.chunk_parallel_loop). Tasks take slices from a shared counter, four per task, rather than one
+# fixed share each: a thread the OS delays (a busy or virtual machine) leaves its slices to the others instead
+# of stalling every kernel (V1 1.0 160, 2 threads on a 2-core VM, 5 interleaved runs: faster in 4, by 3-6 %).
+# The args array is shared read-only.
 PARALLEL_CALL = """\
 typedef int32_t (*packed_fn)(void *self, void *args, int32_t num_args, void *result);
-typedef struct { packed_fn fn; const TVMFFIAny *args; int32_t num_args; int64_t extent; } par_call;
+typedef struct { packed_fn fn; const TVMFFIAny *args; int32_t num_args; int64_t extent, next; } par_call;
 
 static int par_task(int task, TVMParallelGroupEnv *env, void *cdata) {
-  const par_call *c = cdata;
-  int64_t per = (c->extent + env->num_task - 1) / env->num_task, range[2] = {task * per, (task + 1) * per};
-  if (range[1] > c->extent) range[1] = c->extent;
-  return range[0] < range[1] ? c->fn(range, (void *)(uintptr_t)c->args, c->num_args, NULL) : 0;
+  par_call *c = cdata;
+  int64_t slice = (c->extent + 4 * env->num_task - 1) / (4 * env->num_task), range[2];
+  (void)task;
+  while ((range[0] = __atomic_fetch_add(&c->next, slice, __ATOMIC_RELAXED)) < c->extent) {
+    range[1] = range[0] + slice < c->extent ? range[0] + slice : c->extent;
+    int rc = c->fn(range, (void *)(uintptr_t)c->args, c->num_args, NULL);
+    if (rc) return rc;
+  }
+  return 0;
 }
 
 static int par_run(packed_fn fn, const TVMFFIAny *args, int32_t num_args, int64_t extent) {
-  par_call c = {fn, args, num_args, extent};
+  par_call c = {fn, args, num_args, extent, 0};
   return TVMBackendParallelLaunch(par_task, &c, 0);
 }
 """
