@@ -394,7 +394,7 @@ def test_host_tiles_for_the_simd_registers_it_has(machine, flags, simd):
 
 
 def test_a_schedule_fast_once_by_chance_loses_to_one_measured_fast_twice(block, tmp_path):
-    # a schedule counts at the slowest of its measurements (tuning.best_record), which _confirm repeats
+    # a schedule measured once or twice counts at its slowest measurement, from three on at their median
     import tvm
     from tvm.s_tir import meta_schedule as ms
     from edgekit import target
@@ -420,33 +420,40 @@ def test_a_schedule_fast_once_by_chance_loses_to_one_measured_fast_twice(block, 
     assert str(rec.trace) == str(steady) and secs == 2.1e-3
     assert [(str(r.trace), t, n) for r, t, n in best_record(db, func, leaders=2)] == \
         [(str(steady), 2.1e-3, 2), (str(lucky), 3e-3, 2)]
+    commit(lucky, [1.2e-3])  # a third measurement (_confirm's finals): the median counts, not one slow spell
+    commit(steady, [2.2e-3])
+    assert [(str(r.trace), t, n) for r, t, n in best_record(db, func, leaders=2)] == \
+        [(str(lucky), 1.2e-3, 3), (str(steady), 2.1e-3, 3)]
 
 
-def test_a_timed_tune_measures_each_kernels_two_leaders_again(block, tmp_path):
-    """_confirm (a timed tune's last tenth) measures each kernel's two fastest schedules on the board until both
-    have two measurements, and leaves the others alone."""
+def test_a_timed_tune_ends_with_finals_of_each_kernels_leaders_and_its_seed(block, tmp_path):
+    """_confirm (a timed tune's last CONFIRM_SHARE) measures each kernel's two fastest schedules and its schedule
+    at the first seed (what a build without records uses), side by side, until each has FINAL_ROUNDS
+    measurements; then each counts at its median, so one slow spell does not decide. Others are left alone."""
     import tvm
-    from tvm.s_tir import meta_schedule as ms
     from edgekit import target
-    from edgekit.tuning import _close, _confirm, best_record, c_target, measure, open_database, space
+    from edgekit.tuning import (BASELINE, FINAL_ROUNDS, _close, _commit, _commit_trace, _confirm, best_record,
+                                c_target, measure, open_database, space)
     host = target.get("host")
     name, func = next((n, f) for n, f, _ in _kernels(block, host) if space.tunable(f))
-    traces = list({str(t): t for t in (space.seeded(func, s).trace for s in space.seeds(host))}.values())
-    assert len(traces) == 3, name
+    traces = [space.seeded(func, s).trace for s in space.seeds(host)]
+    assert len({str(t) for t in traces}) == 3, name
     db = open_database(tmp_path / "db", create=True)
     tgt = tvm.target.Target(c_target(host))
-    for trace, secs in zip(traces, [1e-6, 2e-6, 1.0]):  # the last one too slow to lead, however the others measure
-        db.commit_tuning_record(ms.database.TuningRecord(trace, db.commit_workload(tvm.IRModule({"main": func})),
-                                                         [secs], tgt, ms.arg_info.ArgInfo.from_prim_func(func)))
+    for trace, secs in zip(traces, [1.0, 1e-6, 2e-6]):  # the first seed measured in a (very) slow spell
+        _commit_trace(db, func, trace, secs, tgt)
+    _commit(db, func, BASELINE, 1, 10.0, tgt)  # too slow to reach the finals
 
     class Running:
         def over(self):
             return False
     runner = measure.runner(host, jobs=1)
     try:
-        _confirm([(name, func, 1)], measure.CandidateBuilder(host, tmp_path, 1), runner, db, tgt, Running())
+        _confirm([(name, func, 1)], space.seeds(host)[0], measure.CandidateBuilder(host, tmp_path, 1), runner, db,
+                 tgt, Running())
     finally:
         _close(runner)
-    leaders = best_record(db, func, leaders=3)
-    assert sorted(n for _, _, n in leaders[:2]) == [2, 2] and leaders[2][1:] == (1.0, 1), leaders
-    assert all(t > 2e-6 for _, t, _ in leaders[:2])  # each counts at its slowest: the board's, not the stand-in
+    ranked = {str(r.trace): (t, n) for r, t, n in best_record(db, func, leaders=9)}
+    assert [ranked[str(t)][1] for t in traces] == [FINAL_ROUNDS] * 3, ranked
+    assert sorted(n for _, n in ranked.values()) == [1, FINAL_ROUNDS, FINAL_ROUNDS, FINAL_ROUNDS]
+    assert all(2e-6 < ranked[str(t)][0] < 1.0 for t in traces)  # the board's times, not the stand-ins

@@ -16,7 +16,8 @@ from ..errors import checkpoint, warn
 
 TRIALS_PER_ROUND = 8      # candidates built and measured together, per kernel in turn
 DEFAULT_TRIALS = 64       # per kernel, when neither trials nor minutes is given
-CONFIRM_SHARE = 0.1       # of a timed tune on a Linux board, kept to measure each kernel's leaders again (_confirm)
+CONFIRM_SHARE = 0.15      # of a timed tune on a Linux board, kept for the finals of each kernel's schedules (_confirm)
+FINAL_ROUNDS = 3          # measurements of each finalist, side by side
 STACK_TILE_BYTES = 65536  # Linux boards: tiles up to this size live on the (megabyte) thread stacks
 
 
@@ -133,9 +134,12 @@ class Tuned:
 
 def best_record(database, func, leaders: int = 1):
     """(record, seconds or instructions) of func's fastest schedule in database, or None; leaders > 1: a list of
-    the fastest few, each with how many times it was measured. A schedule (a trace) counts at the slowest median
-    of its measurements: on a shared machine one can run fast by chance, and _confirm measures the leaders again
-    (on an emulator every measurement of a schedule is the same)."""
+    the fastest few, each with how many times it was measured. A schedule (a trace) measured once or twice
+    counts at the slowest median of its measurements: on a shared machine one can run fast by chance. From
+    FINAL_ROUNDS measurements on it counts at their median: _confirm measures the finalists side by side that
+    often, so a slow spell of the machine during one of them (a 2-core VM's speed drifts by up to 30 % within
+    minutes) does not decide either (on an emulator every measurement of a schedule is the same)."""
+    import statistics
     import tvm
     from .measure import seconds
     mod = tvm.IRModule({"main": func})
@@ -144,9 +148,9 @@ def best_record(database, func, leaders: int = 1):
     schedules = {}
     for rec in database.get_top_k(database.commit_workload(mod), 1 << 30):
         if rec.run_secs:
-            first, worst, times = schedules.get(str(rec.trace), (rec, 0.0, 0))
-            schedules[str(rec.trace)] = (first, max(worst, seconds(rec)), times + 1)
-    ranked = sorted(schedules.values(), key=lambda s: s[1])
+            schedules.setdefault(str(rec.trace), (rec, []))[1].append(seconds(rec))
+    ranked = sorted(((rec, statistics.median(t) if len(t) >= FINAL_ROUNDS else max(t), len(t))
+                     for rec, t in schedules.values()), key=lambda s: s[1])
     if leaders > 1:
         return ranked[:leaders]
     return ranked[0][:2] if ranked else None
@@ -347,7 +351,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
                 _search(searched, target, jobs, left, builder, runner, database, report, work, on_signal, previous)
             if report.reserve:
                 report.reserve = 0.0
-                _confirm(searched, builder, runner, database, target, report)
+                _confirm(searched, space.seeds(board)[0], builder, runner, database, target, report)
         finally:
             for s, h in previous.items():
                 if signal.getsignal(s) is on_signal:
@@ -359,31 +363,37 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
     return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
 
 
-def _confirm(found, builder, runner, database, target, report, rounds: int = 3) -> None:
-    """Each kernel's two fastest schedules (best_record) measured again, side by side, until both have been
-    measured twice (at most `rounds` times over), the time is up or a signal came: a timed tune's last tenth,
-    so that a schedule one measurement found fast by chance (a 2-core VM's speed drifts by up to 30 % within
-    minutes) does not go into the build in place of one that is."""
+def _confirm(found, seed, builder, runner, database, target, report) -> None:
+    """The finals of each kernel: its two fastest schedules (best_record) and its schedule at the board's first
+    seed (what a build uses for a kernel without records), measured side by side until each has FINAL_ROUNDS
+    measurements (or the time is up, or a signal came): a timed tune's last CONFIRM_SHARE. Without them, a
+    search measured while the machine ran fast beat the seeds measured earlier while it ran slow, and the
+    tuned build lost to the untuned one (V2 0.35 224 on a 2-core VM: 3.09 against 2.62 ms)."""
     import tvm
     from tvm.s_tir import Schedule
     from ..codegen.lower import own_schedule
-    for _ in range(rounds):
-        todo = [(f, rec) for _, f, _ in found for rec, _, times in best_record(database, f, leaders=2) or []
-                if times < 2]
+    from . import space
+    for _ in range(FINAL_ROUNDS):
+        todo = []
+        for _, f, _ in found:
+            ranked = {str(rec.trace): (rec.trace, n) for rec, _, n in best_record(database, f, 1 << 30) or []}
+            seeded = space.seeded(f, seed).trace
+            finalists = dict(list(ranked.items())[:2])
+            finalists.setdefault(str(seeded), ranked.get(str(seeded), (seeded, 0)))
+            todo += [(f, t) for t, n in finalists.values() if n < FINAL_ROUNDS]
         if not todo or report.over():
             return
         funcs = []
-        for f, rec in todo:
-            if _is_baseline(rec.trace):
+        for f, trace in todo:
+            if _is_baseline(trace):
                 funcs.append(own_schedule(f, builder.threads)[0])
                 continue
             sch = Schedule(tvm.IRModule({"main": f}))
-            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+            trace.apply_to_schedule(sch, remove_postproc=False)
             funcs.append(sch.mod["main"])
-        for (f, rec), secs in zip(todo, _measure(funcs, builder, runner, target)):
-            if secs is None:
-                continue
-            _commit_trace(database, f, rec.trace, secs, target)
+        for (f, trace), secs in zip(todo, _measure(funcs, builder, runner, target)):
+            if secs is not None:
+                _commit_trace(database, f, trace, secs, target)
         checkpoint()
 
 
