@@ -367,8 +367,8 @@ def _confirm(found, seed, builder, runner, database, target, report) -> None:
     """The finals of each kernel: its two fastest schedules (best_record) and its schedule at the board's first
     seed (what a build uses for a kernel without records), measured side by side until each has FINAL_ROUNDS
     measurements (or the time is up, or a signal came): a timed tune's last CONFIRM_SHARE. Without them, a
-    search measured while the machine ran fast beat the seeds measured earlier while it ran slow, and the
-    tuned build lost to the untuned one (V2 0.35 224 on a 2-core VM: 3.09 against 2.62 ms)."""
+    schedule measured in a fast spell of the machine could beat seeds measured in a slow one: a tuned V2 0.35
+    224 once ran 3.09 ms where its seeds alone ran 2.62 (2-core VM, same run)."""
     import tvm
     from tvm.s_tir import Schedule
     from ..codegen.lower import own_schedule
