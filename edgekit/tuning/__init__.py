@@ -373,11 +373,11 @@ def _confirm(found, seed, builder, runner, database, target, report) -> None:
     from tvm.s_tir import Schedule
     from ..codegen.lower import own_schedule
     from . import space
+    seeded_traces = [space.seeded(f, seed).trace for _, f, _ in found]  # once: the same schedule every round
     for _ in range(FINAL_ROUNDS):
         todo = []
-        for _, f, _ in found:
+        for (_, f, _), seeded in zip(found, seeded_traces):
             ranked = {str(rec.trace): (rec.trace, n) for rec, _, n in best_record(database, f, 1 << 30) or []}
-            seeded = space.seeded(f, seed).trace
             finalists = dict(list(ranked.items())[:2])
             finalists.setdefault(str(seeded), ranked.get(str(seeded), (seeded, 0)))
             todo += [(f, t) for t, n in finalists.values() if n < FINAL_ROUNDS]
