@@ -109,7 +109,7 @@ def _packed_weights(mod, board):
                 return relax.op.reshape(y, [shape[0], 1, 1, w.shape[3]])
             strides = [int(s) for s in a.strides]
             t = seed_tiles([(shape[1] - 1) // strides[0] + 1, (shape[2] - 1) // strides[1] + 1, w.shape[3]],
-                           *seeds(board)[0])[-1]
+                           *seeds(board)[0][:2])[-1]  # an unpadded block of pixels
             if t % vector or t == w.shape[3]:  # no whole vectors, or one tile: the weights are read in order already
                 return call
             return self.builder_.call_te(pointwise_packed, x, relax.const(pack_weights(w[0, 0], t)), w.shape[3],

@@ -390,7 +390,31 @@ def test_host_tiles_for_the_simd_registers_it_has(machine, flags, simd):
     host = target.get("host").data["tvm"]
     assert (host["vector_floats"], host["vector_registers"]) == target.native_simd()
     v, r = host["vector_floats"], host["vector_registers"]
-    assert space.seeds(target.get("host"))[0] == (v, (r - 4) * v)  # all registers but a tile's operands
+    assert space.seeds(target.get("host"))[0] == (v, (r - 2) * v, (r - 4) * v)  # all registers but the operands
+
+
+def test_only_a_block_of_unpadded_pixels_takes_the_extra_accumulators(onnx_models):
+    # pointwise layers gained from two more accumulators (V2 1.0 224, AVX2: 7 pixels by 2 vectors where 12
+    # took 2x2 by 2), the padded stem lost (1.34 x), and the classifier's matrix-vector product reads each
+    # weight once whatever its tile: more accumulators there would only leave fewer tiles for the threads
+    from tvm import s_tir
+    from edgekit import target
+    from edgekit.tuning import space
+    host = target.get("host")
+    seed = (8, 128, 64)  # budgets far enough apart to tell which one a kernel took
+    tiles = {}
+    for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 1000), host):  # 1000 classes: 63 weight tiles
+        if not space.tunable(func):
+            continue
+        fresh = s_tir.Schedule(func)
+        padded = any(space._is_padding(fresh.get(b)) for b in fresh.get_producers(space.reduction_block(fresh)))
+        kind = "padded" if padded else "matvec" if name.startswith("matmul") else "pointwise" if "packed" in name \
+            else "other"
+        decisions = space.seeded(func, seed).trace.decisions.items()
+        tiles.setdefault(kind, []).append(math.prod(int(d[1]) for i, d in decisions
+                                                    if i.kind.name == "SamplePerfectTile"))
+    assert tiles["padded"] and tiles["matvec"] and max(tiles["padded"] + tiles["matvec"]) <= 64, tiles
+    assert max(tiles["pointwise"]) > 64 and max(tiles["pointwise"]) <= 128, tiles
 
 
 def test_a_schedule_fast_once_by_chance_loses_to_one_measured_fast_twice(block, tmp_path):

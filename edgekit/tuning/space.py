@@ -13,17 +13,21 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
                         # accumulator count, which must stay near the register file
 
 
-def seeds(board) -> list[tuple[int, int]]:
-    """Where the search starts: (vector width, accumulators) in floats, for seed_tiles; the first is also the
-    schedule of a Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes
-    per SIMD register; 1 where there is none) and tvm.vector_registers: all of the register file in
-    accumulators but four, which hold a tile's weights and inputs, then half of it, and a narrow guess for a
-    machine with fewer or narrower registers than the board says. Host, V2 1.0: with 32 AVX-512 registers, 28
-    and 16 of them do as well (224, layers summed: 4.9 ms each; 8: 5.9 ms); with 16 AVX2 ones, 12 beat 8 (160:
-    0.83-0.99 x ONNX Runtime against 1.03-1.23 x, seeds only, 2 threads)."""
+def seeds(board) -> list[tuple[int, int, int]]:
+    """Where the search starts: (vector width, accumulators over a block of unpadded pixels, accumulators of any
+    other kernel) in floats, for seed_tiles; the first is also the schedule of a Linux board's kernels that have
+    no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there is none) and
+    tvm.vector_registers: all of the register file in accumulators but two, which hold a broadcast input and a
+    weight vector (x86's FMA reads any other from memory), or but four in any other kernel; then half of it, and
+    a narrow guess for a machine with fewer or narrower registers than the board says.
+    Host, AVX2 (16 registers), V2 1.0 224, seeds only: 14 accumulators rather than 12 let a 14x14 or 7x7 map
+    take 7 pixels by 2 vectors instead of 2x2 by 2 or 7 by 1, and its pointwise layers ran in 0.6-0.85 x the
+    time (layers summed: 0.85 x at 1 thread, 0.81 x at 2); its stem, padded, 1.34 x. With 32 AVX-512
+    registers, 28 and 16 did as well (224, layers summed: 4.9 ms each; 8: 5.9 ms)."""
     v = int(board.data["tvm"].get("vector_floats", 1))
     r = int(board.data["tvm"].get("vector_registers", 32))
-    return [(v, (r - 4) * v), (v, r // 2 * v), (4, 32)] if v > 1 else [(1, 8), (4, 16)]
+    return [(v, (r - 2) * v, (r - 4) * v), (v, r // 2 * v, r // 2 * v), (4, 32, 32)] if v > 1 else \
+        [(1, 8, 8), (4, 16, 16)]
 
 
 def reduction_block(sch):
@@ -69,7 +73,7 @@ def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
     return tiles
 
 
-def seeded(func, seed: tuple[int, int]):
+def seeded(func, seed: tuple[int, int, int]):
     """The template at one seed's tiles, as a Schedule (its trace is the record): the same every time, the
     padding's sampled place included."""
     import tvm
@@ -79,12 +83,12 @@ def seeded(func, seed: tuple[int, int]):
     return sch
 
 
-def schedule(sch, seed: tuple[int, int] | None = None) -> None:
+def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
     """Tile the reduction's spatial loops in two levels, the outer ones first, then the reduction loops,
     then the inner tile (the register tile: its accumulators live across the reduction); compute the
     epilogue (bias, activation, padding of the next layer) per outer tile, while the tile is in cache.
     The outer loops are fused into one, marked parallel: codegen splits it across threads, a tile per task.
-    seed (vector width, register file, in floats): fix the tiles at seed_tiles' choice, the search's start."""
+    seed (a `seeds` entry): fix the tiles at seed_tiles' choice, the search's start."""
     from ..codegen.lower import _is_reduction
     root = sch.get_sblock("root")
     red = reduction_block(sch)
@@ -111,10 +115,14 @@ def schedule(sch, seed: tuple[int, int] | None = None) -> None:
     reduce = [lp for lp, k in zip(loops, kinds) if k != 0]
     unit = [lp for lp, k in zip(loops, kinds) if k == 0 and int(sch.get(lp).extent) == 1]
     reads_data = _indexes_data(block, loops)
+    # the extra accumulators pay where they hold more pixels of an unpadded map (pointwise layers); a padded
+    # kernel's loads check bounds, and a matrix-vector product reads each weight once whatever its tile (more
+    # accumulators would only leave fewer tiles for the threads)
+    pixels = not pads and any(reads_data.get(lp) for lp in spatial)
     if _pointwise_nchw(sch, red, spatial, reduce, reads_data):  # one long inner loop
         spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
     extents = [int(sch.get(lp).extent) for lp in spatial]
-    fixed = seed_tiles(extents, *seed) if seed else [None] * len(spatial)
+    fixed = seed_tiles(extents, seed[0], seed[1] if pixels else seed[2]) if seed else [None] * len(spatial)
     outer, inner = [], []
     for i, lp in enumerate(spatial):
         last = i == len(spatial) - 1
