@@ -53,21 +53,23 @@ def _load(path: Path) -> Target:
     if data["name"] != path.stem:
         raise UsageError(f"target file {path}: name '{data['name']}' must match the file name '{path.stem}'")
     tvm = data["tvm"] if isinstance(data["tvm"], dict) else {}
-    keys = ("vector_floats", "vector_registers")
+    keys = ("vector_floats", "vector_registers", "spare_registers")
     if any(tvm.get(k) == "native" for k in keys):  # only then read /proc/cpuinfo
         tvm.update((k, v) for k, v in zip(keys, native_simd()) if tvm.get(k) == "native")
     return Target(data["name"], data)
 
 
-def native_simd(machine: str | None = None, cpuinfo: str | None = None) -> tuple[int, int]:
-    """(float32 lanes per SIMD register, SIMD registers) of this CPU, as gcc -march=native uses it: a board
-    built for the machine it runs on (host) tiles for the registers it has. An AVX-512 file holds twice the
-    lanes and twice the registers of an AVX2 one: tiles for one spill on the other (V2 1.0 160, AVX2: 3.6 x
-    ONNX Runtime with AVX-512's tiles)."""
+def native_simd(machine: str | None = None, cpuinfo: str | None = None) -> tuple[int, int, int]:
+    """(float32 lanes per SIMD register, SIMD registers, registers a register tile leaves free) of this CPU, as
+    gcc -march=native uses it: a board built for the machine it runs on (host) tiles for the registers it has.
+    An AVX-512 file holds twice the lanes and twice the registers of an AVX2 one: tiles for one spill on the
+    other (V2 1.0 160, AVX2: 3.6 x ONNX Runtime with AVX-512's tiles). A tile over x86 needs two free registers
+    (a broadcast input, a weight vector: its FMA reads any other weight from memory); over AArch64, whose FMA
+    reads only registers, four."""
     import platform
     machine = machine or platform.machine()
     if machine in ("aarch64", "arm64"):
-        return 4, 32
+        return 4, 32, 4
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -75,10 +77,10 @@ def native_simd(machine: str | None = None, cpuinfo: str | None = None) -> tuple
             cpuinfo = ""
     flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), []))
     if "avx512f" in flags:
-        return 16, 32
+        return 16, 32, 2
     if "avx" in flags:
-        return 8, 16
-    return 4, 16  # SSE (x86-64's baseline)
+        return 8, 16, 2
+    return 4, 16, 2  # SSE (x86-64's baseline)
 
 
 def names() -> list[str]:

@@ -379,18 +379,19 @@ def test_bad_usage_is_one_line(block):
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-@pytest.mark.parametrize("machine, flags, simd", [("x86_64", "fpu sse sse2 avx avx2 fma avx512f avx512vl", (16, 32)),
-                                                  ("x86_64", "fpu sse sse2 avx avx2 fma", (8, 16)),
-                                                  ("x86_64", "fpu sse sse2", (4, 16)), ("aarch64", "", (4, 32))])
+@pytest.mark.parametrize("machine, flags, simd", [("x86_64", "fpu sse sse2 avx avx2 fma avx512f avx512vl", (16, 32, 2)),
+                                                  ("x86_64", "fpu sse sse2 avx avx2 fma", (8, 16, 2)),
+                                                  ("x86_64", "fpu sse sse2", (4, 16, 2)), ("aarch64", "", (4, 32, 4))])
 def test_host_tiles_for_the_simd_registers_it_has(machine, flags, simd):
     # AVX-512's tiles on an AVX2 machine spill: V2 1.0 160 was 3.6 x ONNX Runtime, seeds only
     from edgekit import target
     from edgekit.tuning import space
     assert target.native_simd(machine, f"processor\t: 0\nflags\t\t: {flags}\n") == simd
     host = target.get("host").data["tvm"]
-    assert (host["vector_floats"], host["vector_registers"]) == target.native_simd()
-    v, r = host["vector_floats"], host["vector_registers"]
-    assert space.seeds(target.get("host"))[0] == (v, (r - 2) * v, (r - 4) * v)  # all registers but the operands
+    assert (host["vector_floats"], host["vector_registers"], host["spare_registers"]) == target.native_simd()
+    v, r, spare = host["vector_floats"], host["vector_registers"], host["spare_registers"]
+    assert space.seeds(target.get("host"))[0] == (v, (r - spare) * v, (r - 4) * v)  # all registers but the operands
+    assert space.seeds(target.get("rpi4"))[0] == (4, 28 * 4, 28 * 4)  # NEON's FMA reads its weights from registers
 
 
 def test_only_a_block_of_unpadded_pixels_takes_the_extra_accumulators(onnx_models):
