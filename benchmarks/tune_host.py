@@ -83,9 +83,11 @@ def main():
             per = {t: {k: [] for k in rows} for t in (1, 2)}
             sessions = {t: ort_session(d / "model.onnx", t) for t in (1, 2)}
             interps = {t: xnnpack_interpreter(cfg, tmp, t) for t in (1, 2)}
-            for _ in range(args.rounds):
+            builds = [("edgekit", d), ("seeds", Path(seeded["build_dir"])), ("untuned", dp)]
+            for r in range(args.rounds):
                 for t in (1, 2):
-                    for key, bdir in (("edgekit", d), ("seeds", Path(seeded["build_dir"])), ("untuned", dp)):
+                    # each round starts with another build: none always runs right after a reference's threads
+                    for key, bdir in builds[r % 3:] + builds[:r % 3]:
                         with board.connect(bdir, threads=t) as (_, dev, _source):
                             dev.load_input(x.tobytes())
                             warm_up(dev)  # a fresh runner process: untimed runs first, as ORT's session has had
