@@ -244,3 +244,56 @@ def test_short_innermost_copy_loops_are_unrolled():
     (transpose,) = [k for n, k in prog.kernels.items() if n.startswith("transpose")]
     loops = [int(n) for n in re.findall(r"for \(int32_t \w+ = 0; \w+ < (\d+);", transpose.source)]
     assert loops and min(loops) > 4, transpose.source
+
+
+UNSWITCH_C = """#include <stdint.h>
+int32_t f(int32_t n, int32_t t, int32_t *out) {
+  for (int32_t k = 0; k < n; ++k) {
+    int32_t j = (k * 2);
+    out[0] = (out[0] + j);
+    for (int32_t i = 0; i < 3; ++i) {
+      if (t < 3) {
+        out[1] = (out[1] + (k * i));
+      }
+    }
+    if (t < 3) {
+      out[2] = (out[2] + 1);
+    }
+    if (j < 6) {
+      out[3] = (out[3] + 1);
+    }
+  }
+  return 0;
+}
+"""
+
+
+def test_unswitching_hoists_only_a_branch_the_loop_cannot_change(tmp_path):
+    # a pixel tile that does not divide the map leaves `if (tile < last)` per tail pixel inside the reduction
+    # loop; gcc unswitches innermost loops only, so codegen hoists the branch itself, keeping both copies
+    from edgekit.codegen.lower import unswitch_loop
+    hoisted = unswitch_loop(UNSWITCH_C, "k")
+    assert hoisted.count("for (int32_t k = 0;") == 2 and hoisted.index("if (t < 3) {") < hoisted.index("for (int32_t k")
+    assert hoisted.count("if (j < 6) {") == 2 and hoisted.count("if (t < 3) {") == 1  # j changes with k: stays
+    results = {}
+    for label, src in (("as is", UNSWITCH_C), ("hoisted", hoisted)):
+        (tmp_path / f"{label}.c").write_text(src)
+        lib = tmp_path / f"{label}.so"
+        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / f"{label}.c")],
+                       check=True)
+        f = ctypes.CDLL(str(lib)).f
+        for n in range(5):
+            for t in range(6):
+                out = (ctypes.c_int32 * 4)()
+                f(n, t, out)
+                results.setdefault((n, t), []).append(list(out))
+    assert all(a == b for a, b in results.values()), results
+    # what it must leave alone: a condition the loop assigns to, one with an else, a header that is not unique
+    assigned = UNSWITCH_C.replace("out[0] = (out[0] + j);", "t = (t + out[0]);")
+    assert unswitch_loop(assigned, "k") == assigned
+    with_else = UNSWITCH_C.replace("out[2] = (out[2] + 1);\n    }", "out[2] = (out[2] + 1);\n    } else {\n    }")
+    assert unswitch_loop(with_else, "k") == with_else
+    assert unswitch_loop(UNSWITCH_C + UNSWITCH_C.replace("f(", "g("), "k") == UNSWITCH_C + UNSWITCH_C.replace("f(", "g(")
+    inner = unswitch_loop(UNSWITCH_C, "i")  # the inner loop: the same branch, hoisted there only
+    assert inner.count("for (int32_t i = 0;") == 2 and inner.count("for (int32_t k = 0;") == 1
+    assert inner.count("if (t < 3) {") == 2 and inner.index("if (t < 3) {") < inner.index("for (int32_t i")

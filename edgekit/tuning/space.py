@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 
-VERSION = "3"  # of this template: records hold its traces, so a changed template starts a new database
+from ..codegen.lower import UNSWITCH
+
+VERSION = "4"  # of this template: records hold its traces, so a changed template starts a new database
 
 MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
 MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product times the inner tile is the
@@ -24,7 +26,8 @@ def seeds(board) -> list[tuple[int, int, int]]:
     Host, AVX2 (16 registers), V2 1.0 224, seeds only: 14 accumulators rather than 12 let a 14x14 or 7x7 map
     take 7 pixels by 2 vectors instead of 2x2 by 2 or 7 by 1, and its pointwise layers ran in 0.6-0.85 x the
     time (layers summed: 0.85 x at 1 thread, 0.81 x at 2); its stem, padded, 1.34 x. With 32 AVX-512
-    registers, 28 and 16 did as well (224, layers summed: 4.9 ms each; 8: 5.9 ms)."""
+    registers, 28 and 16 did as well (224, layers summed: 4.9 ms each; 8: 5.9 ms). Pointwise layers now tile
+    flattened pixels, with a tail (_flatten_pixels), and take the second budget: 6 pixels by 2 vectors."""
     v = int(board.data["tvm"].get("vector_floats", 1))
     r = int(board.data["tvm"].get("vector_registers", 32))
     s = int(board.data["tvm"].get("spare_registers", 4))
@@ -50,12 +53,15 @@ def tunable(func) -> bool:
     return fast.is_micro(func) or reduction_block(s_tir.Schedule(func)) is not None
 
 
-def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
+def seed_tiles(extents: list[int], vector: int, registers: int, flat: bool = False) -> list[int]:
     """The register tile a vectorizing compiler does well with, for spatial loops of these extents (innermost
     last): whole vectors of the innermost axis (at most two) by rows, a tile of the two axes before it (a
     block of pixels), that fit in `registers` floats of accumulators and do the most multiply-adds per load
     (rows x vectors over rows + vectors), the wider first; the others 1. Rows from one axis alone would be
     one where its extent has no small divisor (7 pixels): a vector load per multiply-add, 3-4x slower.
+    flat: the axis before the innermost is a flattened block of pixels (_flatten_pixels), which a tile need not
+    divide; but its tail tile is at least half a tile (a 1-pixel tail of a 7x7 map cost more than 6-pixel tiles
+    gained: 1.06 x 7-pixel tiles' time).
     Where the search starts, not where it must end."""
     def divisors(n, cap):
         return [d for d in range(1, min(n, cap) + 1) if n % d == 0]
@@ -66,6 +72,9 @@ def seed_tiles(extents: list[int], vector: int, registers: int) -> list[int]:
         divisors(extents[-1], 2 * vector)
     ys = divisors(extents[-3], MAX_REGISTER_TILE) if len(extents) > 2 else [1]
     xs = divisors(extents[-2], MAX_REGISTER_TILE) if len(extents) > 1 else [1]
+    if flat:
+        p = extents[-2]
+        ys, xs = [1], [x for x in range(1, min(p, MAX_REGISTER_TILE) + 1) if p % x == 0 or 2 * (p % x) >= x]
     vecs = lambda c: -(-c // vector)  # noqa: E731
     fits = [(y, x, c) for y in ys for x in xs for c in inner if y * x * c <= max(registers, c)]
     y, x, c = max(fits, key=lambda t: (t[0] * t[1] * vecs(t[2]) / (t[0] * t[1] + vecs(t[2])), t[2], t[1]))
@@ -110,6 +119,7 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
             sch.compute_inline(b)
         except Exception:  # noqa: BLE001 (TVM's own error types: the block stays)
             pass
+    flat = not pads and _flatten_pixels(sch, red)
     block = sch.get(red)
     loops = sch.get_loops(red)
     kinds = [iv.iter_type for iv in block.iter_vars]
@@ -124,10 +134,21 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
     if _pointwise_nchw(sch, red, spatial, reduce, reads_data):  # one long inner loop
         spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
     extents = [int(sch.get(lp).extent) for lp in spatial]
-    fixed = seed_tiles(extents, seed[0], seed[1] if pixels else seed[2]) if seed else [None] * len(spatial)
+    # flattened pixels tile with a tail, so a block needs no spare register to reach the tile's width (x86's
+    # FMA reading a weight from memory): all the registers but four, as in other kernels
+    fixed = seed_tiles(extents, seed[0], seed[1] if pixels and not flat else seed[2], flat) if seed else \
+        [None] * len(spatial)
     outer, inner = [], []
     for i, lp in enumerate(spatial):
         last = i == len(spatial) - 1
+        if flat and i == len(spatial) - 2:  # the pixels: any tile, the tail computed under a branch
+            sizes = list(range(1, min(extents[i], MAX_REGISTER_TILE) + 1))
+            n = sch.sample_categorical(sizes, [1 / len(sizes)] * len(sizes),
+                                       decision=None if fixed[i] is None else sizes.index(fixed[i]))
+            lo, li = sch.split(lp, [None, n])
+            outer.append((lo, True))
+            inner.append(li)
+            continue
         decision = None if fixed[i] is None else [extents[i] // fixed[i], fixed[i]]
         o, n = sch.sample_perfect_tile(lp, n=2, max_innermost_factor=MAX_INNER if last else MAX_REGISTER_TILE,
                                        decision=decision)
@@ -142,7 +163,8 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
         for c in sch.get_consumers(red):
             # only an epilogue of the reduction's own shape: TVM 0.27 moves a padding consumer (the next
             # layer's zero border) under the tile too, and its border elements are then never written
-            if sch.get(c).name_hint in outs and _shape(sch.get(c).writes[0]) == _shape(sch.get(red).writes[0]):
+            same = flat or _shape(sch.get(c).writes[0]) == _shape(sch.get(red).writes[0])  # flat: checked there
+            if sch.get(c).name_hint in outs and same:
                 sch.reverse_compute_at(c, outer[-1], preserve_unit_loops=False)
     if sch.get(red).name_hint not in outs:  # the accumulators: a C array on the stack, not an arena workspace
         sch.set_scope(red, 0, "local")
@@ -154,6 +176,10 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
         sch.compute_at(b, sch.sample_compute_location(b), preserve_unit_loops=False)
     # initialise the register tile once, above the reduction loops
     sch.decompose_reduction(red, reduce[0] if reduce else inner[0])
+    if flat:  # the tail tile's branches, hoisted out of the reduction (codegen.lower.unswitch_loop)
+        long = [lp for lp in reduce if int(sch.get(lp).extent) > 1]
+        if long:
+            sch.annotate(long[0], UNSWITCH, 1)
 
 
 def _outer_order(sch, block, outer, seeded: bool) -> list:
@@ -183,6 +209,43 @@ def _pointwise_nchw(sch, red, spatial, reduce, reads_data) -> bool:
     src, dst = _shape(block.reads[0]), _shape(block.writes[0])
     return len(spatial) >= 2 and len(src) == len(dst) >= 3 and src[-2:] == dst[-2:] \
         and all(int(sch.get(lp).extent) == 1 for lp in reduce[1:]) and reads_data.get(spatial[-1], True)
+
+
+def _flatten_pixels(sch, red) -> bool:
+    """A 1x1, stride-1 NHWC convolution (or matmul over pixels) reads each output pixel's own input pixel:
+    its (h, w) loops become one loop over h*w pixels, in the reduction and in the epilogue that consumes it, so
+    a tile of pixels need not divide a row (6 pixels of a 14-wide map: 12 accumulators where divisors allow
+    7 x 2 vectors, 14, or 2x2 x 2, 8). Addresses stay affine: pixel p is at p * channels. Returns whether it did."""
+    from tvm.sym import Analyzer
+    from tvm.tirx import IndexMap
+    block = sch.get(red)
+    out, data = _shape(block.writes[0]), block.reads[0]
+    ivs = block.iter_vars
+    if len(out) != 4 or len(ivs) < 5 or out[1] < 2 or out[2] < 2 or _shape(data)[1:3] != out[1:3]:
+        return False
+    names = [iv.var for iv in ivs[:4]]
+    if any(iv.iter_type != 0 for iv in ivs[:4]) or any(iv.iter_type == 0 for iv in ivs[4:]) or \
+            any(int(iv.dom.extent) != 1 for iv in ivs[4:-1]):
+        return False
+    ana = Analyzer()  # the 1x1 window's own loops (extent 1) are 0
+    for iv in ivs[4:-1]:
+        ana.bind(iv.var, 0)
+    # the write is [n, h, w, o] by the first four (spatial) iter vars, the data read at [., h, w, .] exactly
+    if any(not r.min.same_as(v) for r, v in zip(block.writes[0].region, names)) or \
+            not all(ana.can_prove_equal(data.region[i].min, names[i]) for i in (1, 2)):
+        return False
+    consumers = sch.get_consumers(red)  # elementwise epilogues: each reads the pixel it writes
+    if any(_shape(sch.get(c).writes[0]) != out or len(sch.get(c).iter_vars) != 4 or
+           any(r.source.same_as(block.writes[0].source) and
+               any(not a.min.same_as(iv.var) for a, iv in zip(r.region, sch.get(c).iter_vars))
+               for r in sch.get(c).reads) for c in consumers):
+        return False
+    w = out[2]
+    sch.transform_layout(red, ("write", 0), lambda n, y, x, o: (n, y * w + x, o))
+    sch.transform_block_layout(red, IndexMap.from_func(lambda n, y, x, o, *r: (n, y * w + x, o, *r), ndim=len(ivs)))
+    for c in consumers:
+        sch.transform_block_layout(c, lambda n, y, x, o: (n, y * w + x, o))
+    return True
 
 
 def _shape(region) -> list:
