@@ -418,7 +418,7 @@ def test_host_tiles_for_the_simd_registers_it_has(machine, flags, simd):
     assert space.seeds(target.get("rpi4"))[0] == (4, 28 * 4, 28 * 4)  # NEON's FMA reads its weights from registers
 
 
-def test_pointwise_layers_tile_flattened_pixels_and_padded_ones_keep_spare_registers(onnx_models):
+def test_pointwise_layers_tile_flattened_pixels_with_a_tail_within_the_registers(onnx_models):
     # pointwise layers gained from more accumulators (V2 1.0 224, AVX2: 7 pixels by 2 vectors where 12 took
     # 2x2 by 2); with the pixels flattened, 6 by 2 (12, a tail tile after them) ran 0.85-0.95 x 7 by 2 on 14x14
     # maps. The padded stem lost with more (1.34 x), and the classifier's matrix-vector product reads each

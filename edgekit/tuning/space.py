@@ -27,7 +27,7 @@ def seeds(board) -> list[tuple[int, int, int]]:
     take 7 pixels by 2 vectors instead of 2x2 by 2 or 7 by 1, and its pointwise layers ran in 0.6-0.85 x the
     time (layers summed: 0.85 x at 1 thread, 0.81 x at 2); its stem, padded, 1.34 x. With 32 AVX-512
     registers, 28 and 16 did as well (224, layers summed: 4.9 ms each; 8: 5.9 ms). Pointwise layers now tile
-    flattened pixels, with a tail (_flatten_pixels), and take the second budget: 6 pixels by 2 vectors."""
+    flattened pixels with a tail (_flatten_pixels) within the other kernels' budget: 6 pixels by 2 vectors."""
     v = int(board.data["tvm"].get("vector_floats", 1))
     r = int(board.data["tvm"].get("vector_registers", 32))
     s = int(board.data["tvm"].get("spare_registers", 4))
@@ -212,7 +212,7 @@ def _pointwise_nchw(sch, red, spatial, reduce, reads_data) -> bool:
 
 
 def _flatten_pixels(sch, red) -> bool:
-    """A 1x1, stride-1 NHWC convolution (or matmul over pixels) reads each output pixel's own input pixel:
+    """A 1x1, stride-1 NHWC convolution reads each output pixel's own input pixel:
     its (h, w) loops become one loop over h*w pixels, in the reduction and in the epilogue that consumes it, so
     a tile of pixels need not divide a row (6 pixels of a 14-wide map: 12 accumulators where divisors allow
     7 x 2 vectors, 14, or 2x2 x 2, 8). Addresses stay affine: pixel p is at p * channels. Returns whether it did."""
