@@ -60,7 +60,7 @@ def _packed_weights(mod, board):
     from tvm import relax
     from tvm.ir.expr import Constant
     from tvm.relax.expr_functor import mutator
-    from .tuning.space import seed_tiles, seeds
+    from .tuning.space import seed_channel_tile, seeds
     vector = int(board.data["tvm"]["vector_floats"])
     matmul_op, conv_op = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.conv2d")
 
@@ -108,8 +108,8 @@ def _packed_weights(mod, board):
                 y = packed(relax.op.reshape(x, [shape[0], shape[3]]), shape[:1], w.reshape(w.shape[2:]))
                 return relax.op.reshape(y, [shape[0], 1, 1, w.shape[3]])
             strides = [int(s) for s in a.strides]
-            t = seed_tiles([(shape[1] - 1) // strides[0] + 1, (shape[2] - 1) // strides[1] + 1, w.shape[3]],
-                           *seeds(board)[0][:2])[-1]  # an unpadded block of pixels
+            t = seed_channel_tile((shape[1] - 1) // strides[0] + 1, (shape[2] - 1) // strides[1] + 1, w.shape[3],
+                                  strides == [1, 1], seeds(board)[0])
             if t % vector or t == w.shape[3]:  # no whole vectors, or one tile: the weights are read in order already
                 return call
             return self.builder_.call_te(pointwise_packed, x, relax.const(pack_weights(w[0, 0], t)), w.shape[3],

@@ -138,6 +138,30 @@ def test_a_tail_tile_leaves_no_branch_in_the_reduction_loop(onnx_models):
     assert checked >= 10, checked
 
 
+def test_packed_pointwise_weights_follow_the_seeds_channel_tile(tmp_path):
+    # the packed weights' channel tile is the seed's (compiler.for_board), which differs on an 11x11 map between
+    # tiles that divide it (11 pixels by 1 vector) and flattened ones with a tail (6 by 2)
+    import onnx
+    from onnx import helper
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from graphgen import make_model
+    from edgekit import target
+    from edgekit.tuning import space
+    host = target.get("host")
+    seed = (8, 112, 96)  # AVX2's (space.seeds)
+    host.data["tvm"].update(vector_floats=8, vector_registers=16, spare_registers=2)
+    assert space.seeds(host)[0] == seed
+    rng = np.random.default_rng(0)
+    path = tmp_path / "pw.onnx"
+    onnx.save(make_model([helper.make_node("Conv", ["x", "w"], ["y"])], [1, 32, 11, 11], [1, 64, 11, 11],
+                         {"w": rng.uniform(-1, 1, (64, 32, 1, 1)).astype(np.float32)}), str(path))
+    (func,) = [f for n, f, _ in _kernels(path, host) if "packed" in n]
+    packed = [int(d) for d in ArgInfo.from_prim_func(func)[1].shape]
+    sch = space.seeded(func, seed)
+    inner = [int(d[1]) for i, d in sch.trace.decisions.items() if i.kind.name == "SamplePerfectTile"][-1]
+    assert packed[-1] == inner == space.seed_channel_tile(11, 11, 64, True, seed) == 16, (packed, inner)
+
+
 @pytest.mark.parametrize("extents", [[7, 7, 960], [49, 1280], [14, 14, 96], [56, 56, 24], [1, 1000],
                                      [28, 28, 3], [1, 13, 11, 40]])
 def test_seed_tiles_take_a_block_of_pixels_that_fits_the_registers(extents):

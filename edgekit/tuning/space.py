@@ -16,8 +16,8 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
 
 
 def seeds(board) -> list[tuple[int, int, int]]:
-    """Where the search starts: (vector width, accumulators over a block of unpadded pixels, accumulators of any
-    other kernel) in floats, for seed_tiles; the first is also the schedule of a Linux board's kernels that have
+    """Where the search starts: (vector width, accumulators over a block of unpadded pixels that the tile must
+    divide, accumulators of any other kernel) in floats, for seed_tiles; the first is also the schedule of a Linux board's kernels that have
     no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there is none),
     tvm.vector_registers and tvm.spare_registers (what a tile leaves free for its operands: 2 on x86, whose FMA
     reads a weight from memory, 4 by default): all of the register file in accumulators but the spare ones, or
@@ -82,6 +82,14 @@ def seed_tiles(extents: list[int], vector: int, registers: int, flat: bool = Fal
         if len(extents) >= -i:
             tiles[i] = t
     return tiles
+
+
+def seed_channel_tile(h: int, w: int, channels: int, unit_stride: bool, seed: tuple[int, int, int]) -> int:
+    """The output-channel tile `schedule` gives an unpadded 1x1 convolution over an h x w output map at `seed`,
+    which its packed weights follow (compiler.for_board): its pixels flattened where the stride is 1."""
+    if unit_stride and h > 1 and w > 1:
+        return seed_tiles([h * w, channels], seed[0], seed[2], flat=True)[-1]
+    return seed_tiles([h, w, channels], seed[0], seed[1])[-1]
 
 
 def seeded(func, seed: tuple[int, int, int]):
