@@ -451,7 +451,7 @@ def test_pointwise_layers_tile_flattened_pixels_with_a_tail_within_the_registers
     from edgekit import target
     from edgekit.tuning import space
     host = target.get("host")
-    seed = (8, 128, 96)  # AVX2's 16 registers: 14 vectors of accumulators, or 12
+    seed = (8, 128, 96)  # 16 vectors of accumulators for a tile that must divide the map, 12 for any other
     tiles, tails = {}, []
     for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 1000), host):  # 1000 classes: 63 weight tiles
         if not space.tunable(func):
