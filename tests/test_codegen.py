@@ -279,8 +279,8 @@ def test_unswitching_hoists_only_a_branch_the_loop_cannot_change(tmp_path):
     for label, src in (("as is", UNSWITCH_C), ("hoisted", hoisted)):
         (tmp_path / f"{label}.c").write_text(src)
         lib = tmp_path / f"{label}.so"
-        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(lib), str(tmp_path / f"{label}.c")],
-                       check=True)
+        subprocess.run(["gcc", "-O1", "-Wall", "-Werror", "-shared", "-fPIC", "-o", str(lib),
+                        str(tmp_path / f"{label}.c")], check=True)
         f = ctypes.CDLL(str(lib)).f
         for n in range(5):
             for t in range(6):
@@ -293,7 +293,8 @@ def test_unswitching_hoists_only_a_branch_the_loop_cannot_change(tmp_path):
     assert unswitch_loop(assigned, "k") == assigned
     with_else = UNSWITCH_C.replace("out[2] = (out[2] + 1);\n    }", "out[2] = (out[2] + 1);\n    } else {\n    }")
     assert unswitch_loop(with_else, "k") == with_else
-    assert unswitch_loop(UNSWITCH_C + UNSWITCH_C.replace("f(", "g("), "k") == UNSWITCH_C + UNSWITCH_C.replace("f(", "g(")
+    twice = UNSWITCH_C + UNSWITCH_C.replace("f(", "g(")
+    assert unswitch_loop(twice, "k") == twice
     inner = unswitch_loop(UNSWITCH_C, "i")  # the inner loop: the same branch, hoisted there only
     assert inner.count("for (int32_t i = 0;") == 2 and inner.count("for (int32_t k = 0;") == 1
     assert inner.count("if (t < 3) {") == 2 and inner.index("if (t < 3) {") < inner.index("for (int32_t i")

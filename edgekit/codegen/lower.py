@@ -237,9 +237,11 @@ def unswitched_loops(func) -> list[str]:
 _FOR = r"for \((?:int32_t|int64_t) {v} = [^;]+; {v} < [^;]+; \+\+{v}\) \{{"
 _IF = re.compile(r"if \(([\w\s()+\-*/%<>=!&|]+)\) \{")
 # what a loop body may change: assigned (=, op=, ++, --), declared, or its address taken
-_ASSIGNED = re.compile(r"\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\])?\s*(?:[-+*/%&|^]|<<|>>)?=(?!=)|(?:\+\+|--)\s*([A-Za-z_]\w*)"
-                       r"|\b([A-Za-z_]\w*)\s*(?:\+\+|--)|\b(?:u?int\d+_t|float|double|int|char|bool)\b[\s*]*([A-Za-z_]\w*)"
-                       r"|(?<![&\w)\]\s])\s*&\s*([A-Za-z_]\w*)")
+_ASSIGNED = re.compile("|".join([
+    r"\b([A-Za-z_]\w*)\s*(?:\[[^\]]*\])?\s*(?:[-+*/%&|^]|<<|>>)?=(?!=)",  # x = , x[i] += , x <<=
+    r"(?:\+\+|--)\s*([A-Za-z_]\w*)", r"\b([A-Za-z_]\w*)\s*(?:\+\+|--)",  # ++x, x--
+    r"\b(?:u?int\d+_t|float|double|int|char|bool)\b[\s*]*([A-Za-z_]\w*)",  # int32_t x, float* p
+    r"(?<![&\w)\]\s])\s*&\s*([A-Za-z_]\w*)"]))  # &x (not a && b, a & b)
 
 
 def _block_end(text: str, i: int) -> int:
@@ -255,9 +257,9 @@ def _block_end(text: str, i: int) -> int:
 def unswitch_loop(body: str, var: str) -> str:
     """Loop unswitching, which gcc does only for innermost loops: where the body of the loop over `var` holds
     `if (C) {...}` blocks (no else) whose condition C reads only variables the loop never assigns, declares or
-    takes the address of, emit `if (C) {the loop, those blocks unconditional} else {the loop without them}`. A pixel tile that does not
-    divide the map (space.schedule) leaves such a branch per tail pixel inside the reduction loop; hoisted, the
-    full tiles' loop runs branch-free (V1 0.75 224, 14x14 384->384, 6-pixel tiles: 0.90-0.95 x the time of the
+    takes the address of, emit `if (C) {the loop, those blocks unconditional} else {the loop without them}`.
+    A pixel tile that does not divide the map (space.schedule) leaves such a branch per tail pixel inside the
+    reduction loop; hoisted, the full tiles' loop runs branch-free (V1 0.75 224, 14x14 384->384, 6-pixel tiles: 0.90-0.95 x the time of the
     7-pixel tiles that divide 14; with the branches inside, 1.05-1.15 x). The loop header must occur once;
     otherwise, or with no such branch, the source comes back unchanged."""
     heads = list(re.finditer(_FOR.format(v=re.escape(var)), body))

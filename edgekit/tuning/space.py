@@ -17,8 +17,8 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
 
 def seeds(board) -> list[tuple[int, int, int]]:
     """Where the search starts: (vector width, accumulators over a block of unpadded pixels that the tile must
-    divide, accumulators of any other kernel) in floats, for seed_tiles; the first is also the schedule of a Linux board's kernels that have
-    no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there is none),
+    divide, accumulators of any other kernel) in floats, for seed_tiles; the first is also the schedule of a
+    Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there is none),
     tvm.vector_registers and tvm.spare_registers (what a tile leaves free for its operands: 2 on x86, whose FMA
     reads a weight from memory, 4 by default): all of the register file in accumulators but the spare ones, or
     but four in any other kernel; then half of it, and a narrow guess for a machine with fewer or narrower
