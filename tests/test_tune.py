@@ -510,6 +510,34 @@ def test_a_schedule_fast_once_by_chance_loses_to_one_measured_fast_twice(block, 
         [(str(lucky), 1.2e-3, 3), (str(steady), 2.1e-3, 3)]
 
 
+def test_a_schedule_replaces_the_first_seed_only_when_the_finals_find_it_clearly_faster(block, tmp_path):
+    """What a build applies (Tuned.record): the board's first seed, measured FINAL_ROUNDS times, stays unless a
+    schedule measured at least SEED_MARGIN faster; boards without a seed take the fastest."""
+    import tvm
+    from edgekit import target
+    from edgekit.tuning import FINAL_ROUNDS, SEED_MARGIN, Tuned, _commit_trace, c_target, open_database, space
+    host = target.get("host")
+    func = next(f for _, f, _ in _kernels(block, host) if space.tunable(f))
+    seed, close, clear = [space.seeded(func, s).trace for s in space.seeds(host)]
+    db = open_database(tmp_path / "db", create=True)
+    tgt = tvm.target.Target(c_target(host))
+    seeded = Tuned([(tmp_path / "db", db)], c_target(host), space.seeds(host)[0])
+    unseeded = Tuned([(tmp_path / "db", db)], c_target(host))
+
+    def applied(tuned):
+        return str(tuned.record(func)[1].trace)
+    for _ in range(FINAL_ROUNDS):
+        _commit_trace(db, func, close, 1e-3 * (1 - SEED_MARGIN / 2), tgt)
+    for _ in range(FINAL_ROUNDS - 1):
+        _commit_trace(db, func, seed, 1e-3, tgt)
+    assert applied(seeded) == str(close)  # the seed not through the finals yet
+    _commit_trace(db, func, seed, 1e-3, tgt)
+    assert applied(seeded) == str(seed) and applied(unseeded) == str(close)
+    for _ in range(FINAL_ROUNDS):
+        _commit_trace(db, func, clear, 1e-3 * (1 - SEED_MARGIN * 2), tgt)
+    assert applied(seeded) == str(clear)
+
+
 def test_a_timed_tune_ends_with_finals_of_each_kernels_leaders_and_its_seed(block, tmp_path):
     """_confirm (a timed tune's last CONFIRM_SHARE) measures each kernel's two fastest schedules and its schedule
     at the first seed (what a build without records uses), side by side, until each has FINAL_ROUNDS
