@@ -79,6 +79,49 @@ def test_every_kernel_split_matches_ort(tmp_path, monkeypatch):
     _check_threads(model, info, tmp_path)
 
 
+def test_parallel_slices_cover_each_iteration_once_and_shrink_to_one(tmp_path):
+    """par_task's slices of a parallel loop, at 1-8 threads: every iteration runs exactly once, no slice is
+    larger than a share of the whole, and the last are one iteration each, so the join waits little."""
+    from edgekit.codegen.emit import PARALLEL_CALL, PARALLEL_DECLS
+    from edgekit.codegen.threads import THREADS_C
+    src = tmp_path / "slices.c"
+    src.write_text("#include <stddef.h>\n#include <stdint.h>\ntypedef struct { int64_t v; } TVMFFIAny;\n" + PARALLEL_DECLS + PARALLEL_CALL + r"""
+static int hits[4096], slices[4096][2], nslices;
+static int32_t count(void *self, void *args, int32_t num_args, void *result) {
+  const int64_t *r = self;
+  (void)args; (void)num_args; (void)result;
+  int k = __atomic_fetch_add(&nslices, 1, __ATOMIC_RELAXED);
+  slices[k][0] = (int)r[0]; slices[k][1] = (int)r[1];
+  for (int64_t i = r[0]; i < r[1]; i++) __atomic_fetch_add(&hits[i], 1, __ATOMIC_RELAXED);
+  return 0;
+}
+int run(int threads, int extent, int *hit, int *slice) {
+  edgekit_set_threads(threads); nslices = 0;
+  for (int i = 0; i < extent; i++) hits[i] = 0;
+  int rc = par_run(count, 0, 0, extent);
+  for (int i = 0; i < extent; i++) hit[i] = hits[i];
+  for (int k = 0; k < nslices; k++) { slice[2 * k] = slices[k][0]; slice[2 * k + 1] = slices[k][1]; }
+  return rc ? -1 : nslices;
+}
+""")
+    (tmp_path / "threads.c").write_text(THREADS_C)
+    lib = tmp_path / "libslices.so"
+    # -Bsymbolic: threads.c's pool, not TVM's TVMBackendParallelLaunch (loaded in this process), serves par_run
+    r = subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread", "-Wl,-Bsymbolic", "-o",
+                        str(lib), str(src), str(tmp_path / "threads.c")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = ctypes.CDLL(str(lib)).run
+    for threads in (1, 2, 3, 8):
+        for extent in (1, 2, 3, 7, 64, 1000, 4096):
+            hit, slice_ = np.zeros(extent, np.int32), np.zeros(2 * 4096, np.int32)
+            n = run(threads, extent, hit.ctypes.data_as(ctypes.c_void_p), slice_.ctypes.data_as(ctypes.c_void_p))
+            assert n > 0 and (hit == 1).all(), (threads, extent, np.flatnonzero(hit != 1)[:5])
+            sizes = [hi - lo for lo, hi in sorted(slice_[:2 * n].reshape(n, 2).tolist())]
+            assert max(sizes) <= max(1, extent // (2 * threads)), (threads, extent, sizes)
+            assert extent < 2 * threads or sizes[-1] == 1, (threads, extent, sizes)
+
+
 def test_mcu_build_has_no_threads(tmp_path):
     _generate(conv_net(), tmp_path, "convnet", mcpu="cortex-m4")
     assert not (tmp_path / "threads.c").exists()
