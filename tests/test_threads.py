@@ -85,7 +85,8 @@ def test_parallel_slices_cover_each_iteration_once_and_shrink_to_one(tmp_path):
     from edgekit.codegen.emit import PARALLEL_CALL, PARALLEL_DECLS
     from edgekit.codegen.threads import THREADS_C
     src = tmp_path / "slices.c"
-    src.write_text("#include <stddef.h>\n#include <stdint.h>\ntypedef struct { int64_t v; } TVMFFIAny;\n" + PARALLEL_DECLS + PARALLEL_CALL + r"""
+    prelude = "#include <stddef.h>\n#include <stdint.h>\ntypedef struct { int64_t v; } TVMFFIAny;\n"
+    src.write_text(prelude + PARALLEL_DECLS + PARALLEL_CALL + r"""
 static int hits[4096], slices[4096][2], nslices;
 static int32_t count(void *self, void *args, int32_t num_args, void *result) {
   const int64_t *r = self;
