@@ -214,13 +214,19 @@ def pack(src: Path, dst: Path) -> None:
 def tuned_for(board, db: Path | None = None) -> Tuned | None:
     """The tuning codegen applies on `board`: database `db`, or the user's (database_dir) then edgekit's
     shipped records."""
-    from . import space
     path = database_dir(board.name, db)
     databases = [(p, d) for p, d in ((path, open_database(path)),
                                      (shipped_dir(board.name), None if db else open_shipped(board.name)))
                  if d is not None]
-    seed = space.seeds(board)[0] if board.kind == "linux" else None  # MCU builds keep codegen's small arena
+    seed = first_seed(board)
     return None if not databases and seed is None else Tuned(databases, c_target(board), seed)
+
+
+def first_seed(board) -> tuple | None:
+    """The seed a build uses for kernels without records, on Linux boards; None on MCUs, whose builds keep
+    codegen's small arena."""
+    from . import space
+    return space.seeds(board)[0] if board.kind == "linux" else None
 
 
 def signature(func) -> tuple:
@@ -367,7 +373,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
                 _search(searched, target, jobs, left, builder, runner, database, report, work, on_signal, previous)
             if report.reserve:
                 report.reserve = 0.0
-                _confirm(searched, space.seeds(board)[0], builder, runner, database, target, report)
+                _confirm(searched, first_seed(board), builder, runner, database, target, report)
         finally:
             for s, h in previous.items():
                 if signal.getsignal(s) is on_signal:
@@ -375,8 +381,7 @@ def tune(board, mod, trials: int | None = None, minutes: float | None = None, db
             _close(runner)
     if stop:
         raise KeyboardInterrupt
-    seed = space.seeds(board)[0] if board.kind == "linux" else None
-    table = _table(found, untuned, Tuned([(path, open_database(path))], c_target(board), seed))
+    table = _table(found, untuned, Tuned([(path, open_database(path))], c_target(board), first_seed(board)))
     return {"database": str(path), "kernels": table, "trials": report.done, "seconds": time.monotonic() - t0}
 
 
