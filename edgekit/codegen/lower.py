@@ -255,11 +255,11 @@ def _block_end(text: str, i: int) -> int:
 
 
 def unswitch_loop(body: str, var: str) -> str:
-    """Loop unswitching, which gcc does only for innermost loops: where the body of the loop over `var` holds
-    `if (C) {...}` blocks (no else) whose condition C reads only variables the loop never assigns, declares or
-    takes the address of, emit `if (C) {the loop, those blocks unconditional} else {the loop without them}`.
-    A pixel tile that does not divide the map (space.schedule) leaves such a branch per tail pixel inside the
-    reduction loop; hoisted, the full tiles' loop runs branch-free (V1 0.75 224, 14x14 384->384, 6-pixel tiles: 0.90-0.95 x the time of the
+    """Loop unswitching, which gcc does only for innermost loops: where the body of the loop over `var` holds `if (C)
+    {...}` blocks (no else) whose condition C reads only variables the loop never assigns, declares or takes the
+    address of, emit `if (C) {the loop, those blocks unconditional} else {the loop without them}`. A pixel tile that
+    does not divide the map (space.schedule) leaves such a branch per tail pixel inside the reduction loop; hoisted,
+    the full tiles' loop runs branch-free (V1 0.75 224, 14x14 384->384, 6-pixel tiles: 0.90-0.95 x the time of the
     7-pixel tiles that divide 14; with the branches inside, 1.05-1.15 x). The loop header must occur once;
     otherwise, or with no such branch, the source comes back unchanged."""
     heads = list(re.finditer(_FOR.format(v=re.escape(var)), body))

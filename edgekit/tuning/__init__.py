@@ -117,8 +117,9 @@ class Tuned:
             rec, secs, _ = ranked[0]
             seeded = self.seeded(func)
             if seeded is not None:
+                seed = str(seeded.trace)
                 rec, secs = next(((r, t) for r, t, n in ranked if n >= FINAL_ROUNDS and secs > t * (1 - SEED_MARGIN)
-                                  and str(r.trace) == str(seeded.trace)), (rec, secs))
+                                  and str(r.trace) == seed), (rec, secs))
             return path, rec, secs
         return None
 

@@ -16,16 +16,15 @@ MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product
 
 
 def seeds(board) -> list[tuple[int, int, int]]:
-    """Where the search starts: (vector width, accumulators over a block of unpadded pixels that the tile must
-    divide, accumulators of any other kernel) in floats, for seed_tiles; the first is also the schedule of a
-    Linux board's kernels that have no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there is none),
-    tvm.vector_registers and tvm.spare_registers (what a tile leaves free for its operands: 2 on x86, whose FMA
-    reads a weight from memory, 4 by default): all of the register file in accumulators but the spare ones, or
-    but four in any other kernel; then half of it, and a narrow guess for a machine with fewer or narrower
-    registers than the board says.
-    Host, AVX2 (16 registers), V2 1.0 224, seeds only: 14 accumulators rather than 12 let a 14x14 or 7x7 map
-    take 7 pixels by 2 vectors instead of 2x2 by 2 or 7 by 1, and its pointwise layers ran in 0.6-0.85 x the
-    time (layers summed: 0.85 x at 1 thread, 0.81 x at 2); its stem, padded, 1.34 x. With 32 AVX-512
+    """Where the search starts: (vector width, accumulators over a block of unpadded pixels that the tile must divide,
+    accumulators of any other kernel) in floats, for seed_tiles; the first is also the schedule of a Linux board's
+    kernels that have no record. From the board's tvm.vector_floats (float32 lanes per SIMD register; 1 where there
+    is none), tvm.vector_registers and tvm.spare_registers (what a tile leaves free for its operands: 2 on x86,
+    whose FMA reads a weight from memory, 4 by default): all of the register file in accumulators but the spare
+    ones, or but four in any other kernel; then half of it, and a narrow guess for a machine with fewer or narrower
+    registers than the board says. Host, AVX2 (16 registers), V2 1.0 224, seeds only: 14 accumulators rather than 12
+    let a 14x14 or 7x7 map take 7 pixels by 2 vectors instead of 2x2 by 2 or 7 by 1, and its pointwise layers ran in
+    0.6-0.85 x the time (layers summed: 0.85 x at 1 thread, 0.81 x at 2); its stem, padded, 1.34 x. With 32 AVX-512
     registers, 28 and 16 did as well (224, layers summed: 4.9 ms each; 8: 5.9 ms). Pointwise layers now tile
     flattened pixels with a tail (_flatten_pixels) within the other kernels' budget: 6 pixels by 2 vectors."""
     v = int(board.data["tvm"].get("vector_floats", 1))
