@@ -72,6 +72,7 @@ def gpu_pipeline(target):
     import tvm
     from tvm.relax.backend.cuda import pipeline as cuda
     from tvm.s_tir import dlight as dl
+    from .codegen.lower import nonnegative_floor_operands
 
     rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
 
@@ -83,7 +84,7 @@ def gpu_pipeline(target):
                 continue
             if space is not None:
                 sch = space[0] if isinstance(space, list) else space
-                return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                return nonnegative_floor_operands(sch.mod["main"]).with_attr("tirx.is_scheduled", True)
         raise WorkError(f"no GPU schedule fits kernel {func.attrs.get('global_symbol', '?')}")
 
     @tvm.transform.module_pass(opt_level=0)

@@ -298,3 +298,30 @@ def test_unswitching_hoists_only_a_branch_the_loop_cannot_change(tmp_path):
     inner = unswitch_loop(UNSWITCH_C, "i")  # the inner loop: the same branch, hoisted there only
     assert inner.count("for (int32_t i = 0;") == 2 and inner.count("for (int32_t k = 0;") == 1
     assert inner.count("if (t < 3) {") == 2 and inner.index("if (t < 3) {") < inner.index("for (int32_t i")
+
+
+
+def test_floor_division_of_a_constant_minus_a_variable_is_exact():
+    # TVM 0.27's FlattenBuffer drops c from a buffer index floormod(c - i, m) or floordiv(c - i, m): codegen writes
+    # them with i's sign positive first (lower.nonnegative_floor_operands); each form here against Python's
+    import tvm
+    from tvm.script import tirx as T
+    from edgekit.codegen.lower import nonnegative_floor_operands
+
+    @T.prim_func(s_tir=True)
+    def indices(x: T.Buffer((9,), "float32"), y: T.Buffer((18, 4), "float32")):
+        T.func_attr({"tirx.noalias": True})
+        for i in range(T.int64(18)):
+            with T.sblock("b"):
+                v = T.axis.spatial(T.int64(18), i)
+                y[v, 0] = x[T.floormod(T.int64(13) - v, T.int64(9))]
+                y[v, 1] = x[T.floordiv(T.int64(40) - v, T.int64(9)) + T.int64(2)]
+                y[v, 2] = x[T.floordiv(T.floormod(T.int64(22) - v, T.int64(9)), T.int64(3))]
+                y[v, 3] = x[T.floormod(v - T.int64(4), T.int64(9))]
+
+    x = np.arange(9, dtype=np.float32) + 1
+    want = np.array([[x[(13 - i) % 9], x[(40 - i) // 9 + 2], x[(22 - i) % 9 // 3], x[(i - 4) % 9]] for i in range(18)])
+    lib = tvm.compile(tvm.IRModule({"main": nonnegative_floor_operands(indices)}), target="llvm")
+    y = tvm.runtime.tensor(np.zeros((18, 4), np.float32))
+    lib["main"](tvm.runtime.tensor(x), y)
+    np.testing.assert_array_equal(y.numpy(), want)

@@ -247,7 +247,35 @@ def test_packed_pointwise_convolutions_match_onnx_runtime():
     assert_passes(difftest.check_graph(pointwise_layers(), threads=True))
 
 
-@pytest.mark.parametrize("make", [tflite_style, residual, input_twice, scale_shift])
+def depthwise_column_over_a_batch():
+    """A depthwise 3x1 convolution of 3 images to a 1x1 map, its output read twice (x * sigmoid(x) + x): in NHWC
+    its spatial loops of more than one iteration are the batch and the channels, not adjacent (graphgen seed 7).
+    The template took it for a 1x1 NCHW convolution and fused the two: the host build failed."""
+    rng = np.random.default_rng(8)
+    return make_model([n("Conv", ["x", "w"], ["c"], group=4), n("Sigmoid", ["c"], ["s"]), n("Mul", ["c", "s"], ["m"]),
+                       n("Add", ["m", "c"], ["y"])], [3, 4, 3, 1], [3, 4, 1, 1],
+                      {"w": rng.standard_normal((4, 1, 3, 1)).astype(np.float32)})
+
+
+def reversed_slice_of_a_concat():
+    """A reversed Slice (step -1) of three copies of a reshaped input: once inlined, it reads the input at
+    floormod(13 - i, 9), from which TVM 0.27's FlattenBuffer dropped the 13 (lower.nonnegative_floor_operands;
+    graphgen seed 6443 of the soak, shrunk)."""
+    return make_model([n("Reshape", ["x", "shape"], ["r"]), n("Concat", ["r", "r", "r"], ["c"], axis=0),
+                       n("Slice", ["c", "starts", "ends", "axes", "steps"], ["s"]), n("Sigmoid", ["s"], ["y"])],
+                      [1, 1, 3, 3], [18], {"shape": np.array([9], np.int64), "starts": np.array([22], np.int64),
+                                           "ends": np.array([4], np.int64), "axes": np.array([0], np.int64),
+                                           "steps": np.array([-1], np.int64)})
+
+
+@pytest.mark.parametrize("make", [depthwise_column_over_a_batch])
+def test_hand_written_graphs_match_onnx_runtime_on_linux_boards(make):
+    # the Linux boards' path: NHWC, every kernel the tuning's template covers at its first seed
+    assert_passes(difftest.check_graph(make(), threads=True))
+
+
+@pytest.mark.parametrize("make", [tflite_style, residual, input_twice, scale_shift,
+                                  reversed_slice_of_a_concat])
 def test_hand_written_graphs_match_onnx_runtime(make):
     assert_passes(difftest.check_graph(make()))
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_edgekit
+from test_differential import depthwise_column_over_a_batch
 from test_remote import sshd  # noqa: F401 (a fixture: a private sshd on loopback)
 from test_signals import assert_clean_exit, start, wait_for
 
@@ -100,6 +101,96 @@ def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
             ref = got
         else:
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
+
+
+def test_every_point_of_the_space_computes_the_same_on_random_graphs(tmp_path):
+    """As above, on every kernel with one reduction of graphgen's seeded graphs (convolutions of any window,
+    stride, dilation and grouping, pools, matmuls, batches of several images): the template schedules each (one
+    it cannot schedule would keep codegen's), and random points and the seeds compute what codegen's schedule
+    does. Seed 7 once made it fuse two loops that were not adjacent: the host build failed."""
+    import onnx
+    from tvm import s_tir
+    from graphgen import graph_from_seed
+    from edgekit import target
+    from edgekit.codegen.lower import _fuse, _is_scheduled, shrink
+    from edgekit.compiler import for_board, import_onnx
+    from edgekit.errors import UsageError
+    from edgekit.tuning import space
+    cases, labels = [], []
+    for seed in range(80):
+        path = tmp_path / f"g{seed}.onnx"
+        onnx.save(graph_from_seed(seed, max_ops=8), str(path))
+        for board in (target.get("mps2-an386"), target.get("host")):
+            try:
+                mod = _fuse(for_board(import_onnx(path), board))
+            except UsageError:  # an operator TVM does not import
+                continue
+            for gv, func in mod.functions.items():
+                if gv.name_hint == "main" or _is_scheduled(func) or \
+                        space.reduction_block(s_tir.Schedule(func)) is None:
+                    continue
+                assert space.tunable(func), (seed, board.name, gv.name_hint)
+                cases.append((func, shrink(func)[0]))
+                labels.append(None)
+                for point in (1, 2, *space.seeds(board)):  # two random points, then each seed's tiles
+                    sch = s_tir.Schedule(func, seed=point if point in (1, 2) else 1)
+                    space.schedule(sch, None if point in (1, 2) else point)
+                    cases.append((func, sch.mod["main"]))
+                    labels.append(f"seed {seed} {board.name} {gv.name_hint} {sch.trace}")
+    assert labels.count(None) >= 60, labels.count(None)
+    for got, label in zip(_outputs(cases, tmp_path), labels):
+        if label is None:
+            ref = got
+        else:
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
+
+
+def test_pixel_tiles_that_cross_rows_compute_the_same(tmp_path):
+    """An NCHW pointwise layer (the MCUs' layout) on a 6x10 map, its pixels one axis: tiles of 4, 6 or 12 pixels
+    cross rows. When that axis was a fusion of the two map loops, the epilogue under such a tile covered whole
+    rows and wrote pixels of other tiles from accumulators it never computed."""
+    import onnx
+    from onnx import helper
+    from tvm import s_tir
+    from graphgen import make_model
+    from edgekit import target
+    from edgekit.codegen.lower import shrink
+    from edgekit.tuning import space
+    rng = np.random.default_rng(0)
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+                       [1, 8, 6, 10], [1, 16, 6, 10], {"w": rng.standard_normal((16, 8, 1, 1)).astype(np.float32),
+                                                        "b": rng.standard_normal(16).astype(np.float32)})
+    onnx.save(model, str(tmp_path / "pointwise.onnx"))
+    (_, func, _), = _kernels(tmp_path / "pointwise.onnx", target.get("mps2-an386"))
+    cases, crossing = [(func, shrink(func)[0])], 0
+    for seed in range(1, 25):
+        sch = s_tir.Schedule(func, seed=seed)
+        space.schedule(sch, None)
+        tiles = [[int(t) for t in d] for d in sch.trace.decisions.values() if hasattr(d, "__len__")]  # perfect tiles
+        crossing += any(o * t == 60 and t % 10 and 10 % t for o, t in tiles)  # the pixels' tile crosses a row
+        cases.append((func, sch.mod["main"]))
+    assert crossing >= 3, crossing
+    ref, *got = _outputs(cases, tmp_path)
+    for out in got:
+        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_kernel_the_template_cannot_schedule_keeps_codegens_schedule(monkeypatch):
+    # a kernel the template's steps do not fit is no task of the search and builds with codegen's schedule
+    from tvm.s_tir.schedule import ScheduleError
+    from edgekit import target, tuning
+    from edgekit.tuning import space
+    host = target.get("host")
+    (_, func, _), = _kernels(depthwise_column_over_a_batch(), host)
+    tuned = tuning.Tuned([], tuning.c_target(host), tuning.first_seed(host))
+    assert space.tunable(func) and tuned(func) is not None
+
+    def unfit(sch, seed=None):
+        raise ScheduleError("a kernel these steps do not fit")
+    monkeypatch.setattr(space, "schedule", unfit)
+    assert not space.tunable(func) and space.seeded(func, space.seeds(host)[0]) is None
+    assert tuned(func) is None  # codegen's own schedule
+    assert _kernels(depthwise_column_over_a_batch(), host) == []
 
 
 def test_a_reduction_writing_the_output_accumulates_in_a_local_tile(onnx_models):
@@ -367,10 +458,11 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path
 
 def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypatch):
     """edgekit ships tuning records for `make demo`'s model on mps2-an386 (targets/tuning/, measured on the
-    emulator, exact): with an empty user cache, a build takes one for every kernel, and its arena stays the
-    untuned build's."""
+    emulator, exact): with an empty user cache, a build takes one for every kernel, each computes what codegen's
+    schedule does, and its arena stays the untuned build's."""
     from edgekit import target
     from edgekit.codegen import generate
+    from edgekit.codegen.lower import shrink
     from edgekit.compiler import for_board, import_onnx
     from edgekit.tuning import _is_baseline, shipped_dir, tasks, tuned_for
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
@@ -378,12 +470,18 @@ def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypa
     mod = for_board(import_onnx(onnx_models("v1", 0.25, 96, 2)), board)
     tuned = tuned_for(board)
     assert tuned.path == shipped_dir(board.name)
-    records = [tuned.record(f) for _, f, _ in tasks(mod)]
+    kernels = [f for _, f, _ in tasks(mod)]
+    records = [tuned.record(f) for f in kernels]
     assert all(records), "a kernel of the demo model has no shipped record: re-tune it (README, Tuning)"
     better = sum(not _is_baseline(rec.trace) for _, rec, _ in records)
     info = generate(mod, tmp_path / "tuned", "m", mcpu=board.core, tuned=tuned)
     assert better >= 10 and info["kernels_tuned"] == better
     assert info["arena_bytes"] <= generate(mod, tmp_path / "plain", "m", mcpu=board.core)["arena_bytes"]
+    cases = [c for f in kernels if (applied := tuned(f)) for c in ((f, shrink(f)[0]), (f, applied[0]))]
+    outputs = _outputs(cases, tmp_path)
+    assert len(outputs) == 2 * better
+    for ref, got in zip(outputs[::2], outputs[1::2]):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_a_record_cut_short_is_dropped(tmp_path):

@@ -331,13 +331,36 @@ def _register_c_intrinsics() -> None:
         _C_INTRINSICS.append("tirx.fabs")
 
 
+def nonnegative_floor_operands(func):
+    """func with each floormod(c - x, m) and floordiv(c - x, m) (constant c, m > 0) written as
+    (m - 1) - floormod(x + (m - 1 - c), m) and -floordiv(x + (m - 1 - c), m): equal for every integer x, but
+    TVM 0.27's FlattenBuffer drops c from the first form in a buffer index (floormod(4 - i, 9) became
+    -floormod(i, -9), in C and LLVM alike). A reversed Slice (step -1) reads its input at such indices."""
+    import tvm_ffi
+    from tvm import tirx
+    from tvm.sym import Analyzer
+    ana = Analyzer()
+
+    def rewrite(op):
+        a = ana.canonical_simplify(op.a)
+        if not (isinstance(op.b, tirx.IntImm) and op.b.value > 0 and isinstance(a, tirx.Sub)
+                and isinstance(a.a, tirx.IntImm)):
+            return op
+        m, dtype = op.b.value, str(op.b.ty)
+        x = a.b + tirx.const(m - 1 - a.a.value, dtype)
+        if isinstance(op, tirx.FloorMod):
+            return tirx.const(m - 1, dtype) - tirx.floormod(x, op.b)
+        return tirx.const(0, dtype) - tirx.floordiv(x, op.b)
+    return tvm_ffi.structural_map(func, [((tirx.FloorMod, tirx.FloorDiv), rewrite)], order="post")
+
+
 def build_kernel(func, symbol: str, target=None, parallel=None, stack_bytes: int = 0) -> Kernel:
     """C source of one PrimFunc, stripped of includes and TVM's library boilerplate.
     parallel: (loop var name, extent) of a loop marked PARALLEL in func, to be split across threads.
     stack_bytes: workspaces up to this size become stack arrays (stack_tiles)."""
     import tvm
     _register_c_intrinsics()
-    func = func.with_attr("global_symbol", symbol)
+    func = nonnegative_floor_operands(func).with_attr("global_symbol", symbol)
     with tvm.transform.PassContext(opt_level=3, config={"tirx.disable_assert": True}):
         lib = tvm.compile(tvm.IRModule({symbol: func}), target=tvm.target.Target(target or {"kind": "c"}))
     src = lib.mod.inspect_source() if hasattr(lib, "mod") else lib.inspect_source()

@@ -98,10 +98,11 @@ class Tuned:
         return self.databases[0][0] if self.databases else None
 
     def seeded(self, func):
-        """func's schedule at the board's first seed (a Schedule), or None where the board has none for it."""
+        """func's schedule at the board's first seed (a Schedule), or None where the board has none, or the
+        template none for func."""
         from ..int8 import fast
         from . import space
-        if self.seed is None or fast.is_micro(func) or not space.tunable(func):
+        if self.seed is None or fast.is_micro(func):
             return None
         return space.seeded(func, self.seed)
 
@@ -396,13 +397,15 @@ def _confirm(found, seed, builder, runner, database, target, report) -> None:
     from tvm.s_tir import Schedule
     from ..codegen.lower import own_schedule
     from . import space
-    seeded_traces = [space.seeded(f, seed).trace for _, f, _ in found]  # once: the same schedule every round
+    # once: the same schedule every round (None: the template has none at the seed)
+    seeded_traces = [None if (sch := space.seeded(f, seed)) is None else sch.trace for _, f, _ in found]
     for _ in range(FINAL_ROUNDS):
         todo = []
         for (_, f, _), seeded in zip(found, seeded_traces):
             ranked = {str(rec.trace): (rec.trace, n) for rec, _, n in best_record(database, f, 1 << 30) or []}
             finalists = dict(list(ranked.items())[:2])
-            finalists.setdefault(str(seeded), ranked.get(str(seeded), (seeded, 0)))
+            if seeded is not None:
+                finalists.setdefault(str(seeded), ranked.get(str(seeded), (seeded, 0)))
             todo += [(f, t) for t, n in finalists.values() if n < FINAL_ROUNDS]
         if not todo or report.over():
             return
@@ -512,7 +515,7 @@ def _commit_seeds(found, seeds, builder, runner, database, target) -> None:
     """The template at each of the board kind's seed tiles (space.seed_tiles), measured and recorded: the
     search's best records start its population, so a short tune starts from tiles that vectorize."""
     from . import space
-    schedules = [(f, space.seeded(f, seed)) for _, f, _ in found for seed in seeds]
+    schedules = [(f, sch) for _, f, _ in found for seed in seeds if (sch := space.seeded(f, seed)) is not None]
     for (f, sch), secs in zip(schedules, _measure([s.mod["main"] for _, s in schedules], builder, runner, target)):
         if secs is not None:
             _commit_trace(database, f, sch.trace, secs, target)

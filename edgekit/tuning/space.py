@@ -8,7 +8,7 @@ import math
 
 from ..codegen.lower import UNSWITCH
 
-VERSION = "4"  # of this template: records hold its traces, so a changed template starts a new database
+VERSION = "5"  # of this template: records hold its traces, so a changed template starts a new database
 
 MAX_INNER = 64        # innermost tile (the loop gcc vectorizes): at most 4 AVX-512 / 16 NEON vectors of float32
 MAX_REGISTER_TILE = 16  # the other register-tile axes (unrolled): their product times the inner tile is the
@@ -45,11 +45,24 @@ def reduction_block(sch):
 
 
 def tunable(func) -> bool:
-    """Whether the tuning covers this kernel: this template's, or an int8 micro-kernel convolution's
-    (int8.fast.blocks, measured one by one)."""
+    """Whether the tuning covers this kernel: an int8 micro-kernel convolution's (int8.fast.blocks, measured one
+    by one), or one this template schedules (at a point of its space; `seeded` checks each seed again)."""
     from tvm import s_tir
     from ..int8 import fast
-    return fast.is_micro(func) or reduction_block(s_tir.Schedule(func)) is not None
+    return fast.is_micro(func) or _schedules(s_tir.Schedule(func, seed=1), None)
+
+
+def _schedules(sch, seed) -> bool:
+    """Applies the template to sch; False where it cannot: no single reduction, or a kernel its steps do not
+    fit (TVM's ScheduleError). Such a kernel keeps codegen's schedule."""
+    from tvm.s_tir.schedule import ScheduleError
+    if reduction_block(sch) is None:
+        return False
+    try:
+        schedule(sch, seed)
+    except ScheduleError:
+        return False
+    return True
 
 
 def seed_tiles(extents: list[int], vector: int, registers: int, flat: bool = False) -> list[int]:
@@ -93,12 +106,11 @@ def seed_channel_tile(h: int, w: int, channels: int, unit_stride: bool, seed: tu
 
 def seeded(func, seed: tuple[int, int, int]):
     """The template at one seed's tiles, as a Schedule (its trace is the record): the same every time, the
-    padding's sampled place included."""
+    padding's sampled place included. None where the template cannot schedule func (_schedules)."""
     import tvm
     from tvm.s_tir import Schedule
     sch = Schedule(tvm.IRModule({"main": func}), seed=1)
-    schedule(sch, seed)
-    return sch
+    return sch if _schedules(sch, seed) else None
 
 
 def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
@@ -126,7 +138,8 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
             sch.compute_inline(b)
         except Exception:  # noqa: BLE001 (TVM's own error types: the block stays)
             pass
-    flat = not pads and _flatten_pixels(sch, red)
+    flat = not pads and _flatten_pixels(sch, red, 1)  # NHWC: pixels tiled with a tail (below)
+    flat_nchw = not pads and not flat and _flatten_pixels(sch, red, 2)  # NCHW: the pixels are the innermost axis
     block = sch.get(red)
     loops = sch.get_loops(red)
     kinds = [iv.iter_type for iv in block.iter_vars]
@@ -138,17 +151,16 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
     # kernel's loads check bounds, and a matrix-vector product reads each weight once whatever its tile (more
     # accumulators would only leave fewer tiles for the threads)
     pixels = not pads and any(reads_data.get(lp) for lp in spatial)
-    if _pointwise_nchw(sch, red, spatial, reduce, reads_data):  # one long inner loop
-        spatial = spatial[:-2] + [sch.fuse(*spatial[-2:])]
+    tail = flat and len(spatial) > 1  # the pixels before the output channels (of more than one)
     extents = [int(sch.get(lp).extent) for lp in spatial]
     # flattened pixels tile with a tail, so a block needs no spare register to reach the tile's width (x86's
     # FMA reading a weight from memory): all the registers but four, as in other kernels
-    fixed = seed_tiles(extents, seed[0], seed[1] if pixels and not flat else seed[2], flat) if seed else \
+    fixed = seed_tiles(extents, seed[0], seed[1] if pixels and not flat else seed[2], tail) if seed else \
         [None] * len(spatial)
     outer, inner = [], []
     for i, lp in enumerate(spatial):
         last = i == len(spatial) - 1
-        if flat and i == len(spatial) - 2:  # the pixels: any tile, the tail computed under a branch
+        if tail and i == len(spatial) - 2:  # the pixels: any tile, the tail computed under a branch
             sizes = list(range(1, min(extents[i], MAX_REGISTER_TILE) + 1))
             n = sch.sample_categorical(sizes, [1 / len(sizes)] * len(sizes),
                                        decision=None if fixed[i] is None else sizes.index(fixed[i]))
@@ -168,9 +180,10 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
         sch.unroll(li)
     if outer:
         for c in sch.get_consumers(red):
-            # only an epilogue of the reduction's own shape: TVM 0.27 moves a padding consumer (the next
-            # layer's zero border) under the tile too, and its border elements are then never written
-            same = flat or _shape(sch.get(c).writes[0]) == _shape(sch.get(red).writes[0])  # flat: checked there
+            # only an epilogue of the reduction's own shape (flattened ones were checked there): TVM 0.27 moves
+            # a padding consumer (the next layer's zero border) under the tile too, and its border elements are
+            # then never written
+            same = flat or flat_nchw or _shape(sch.get(c).writes[0]) == _shape(sch.get(red).writes[0])
             if sch.get(c).name_hint in outs and same:
                 sch.reverse_compute_at(c, outer[-1], preserve_unit_loops=False)
     if sch.get(red).name_hint not in outs:  # the accumulators: a C array on the stack, not an arena workspace
@@ -183,7 +196,7 @@ def schedule(sch, seed: tuple[int, int, int] | None = None) -> None:
         sch.compute_at(b, sch.sample_compute_location(b), preserve_unit_loops=False)
     # initialise the register tile once, above the reduction loops
     sch.decompose_reduction(red, reduce[0] if reduce else inner[0])
-    if flat:  # the tail tile's branches, hoisted out of the reduction (codegen.lower.unswitch_loop)
+    if tail:  # the tail tile's branches, hoisted out of the reduction (codegen.lower.unswitch_loop)
         long = [lp for lp in reduce if int(sch.get(lp).extent) > 1]
         if long:
             sch.annotate(long[0], UNSWITCH, 1)
@@ -206,40 +219,36 @@ def _outer_order(sch, block, outer, seeded: bool) -> list:
     return weights + data if int(sch.get(choice)) else data + weights
 
 
-def _pointwise_nchw(sch, red, spatial, reduce, reads_data) -> bool:
-    """Whether the kernel is a 1x1, stride-1 NCHW convolution, whose last two spatial loops (h, w) are one
-    contiguous axis: its input and output maps have the same last two extents, only the first reduction loop
-    (the input channels) has more than one iteration, and the last spatial loop indexes the data. Not in NHWC,
-    where that loop is the output channels, and fusing h and w instead defeats TVM's region analysis
-    (accumulators in a 4 MB workspace, 4 x slower)."""
-    block = sch.get(red)
-    src, dst = _shape(block.reads[0]), _shape(block.writes[0])
-    return len(spatial) >= 2 and len(src) == len(dst) >= 3 and src[-2:] == dst[-2:] \
-        and all(int(sch.get(lp).extent) == 1 for lp in reduce[1:]) and reads_data.get(spatial[-1], True)
-
-
-def _flatten_pixels(sch, red) -> bool:
-    """A 1x1, stride-1 NHWC convolution reads each output pixel's own input pixel:
-    its (h, w) loops become one loop over h*w pixels, in the reduction and in the epilogue that consumes it, so
-    a tile of pixels need not divide a row (6 pixels of a 14-wide map: 12 accumulators where divisors allow
-    7 x 2 vectors, 14, or 2x2 x 2, 8). Addresses stay affine: pixel p is at p * channels. Returns whether it did."""
+def _flatten_pixels(sch, red, axis: int) -> bool:
+    """A 1x1, stride-1 convolution reads each output pixel's own input pixel: the map's two axes (h, w: 1 and 2 in
+    NHWC, 2 and 3 in NCHW) become one axis of h*w pixels, in the reduction, its output and the epilogue that
+    consumes it. In NHWC a tile of pixels then need not divide a row (6 pixels of a 14-wide map: 12 accumulators
+    where divisors allow 7 x 2 vectors, 14, or 2x2 x 2, 8); in NCHW the pixels are one long innermost loop. The
+    epilogue's region under a tile stays exact: a loop fused over h and w instead left it a bounding box of whole
+    rows, which wrote pixels of other tiles from accumulators never computed there. Addresses stay affine: pixel
+    p is at p * channels (NHWC) or c * h * w + p (NCHW). Returns whether it did."""
     from tvm.sym import Analyzer
     from tvm.tirx import IndexMap
     block = sch.get(red)
     out, data = _shape(block.writes[0]), block.reads[0]
     ivs = block.iter_vars
-    if len(out) != 4 or len(ivs) < 5 or out[1] < 2 or out[2] < 2 or _shape(data)[1:3] != out[1:3]:
+    hw = (axis, axis + 1)
+    if len(out) != 4 or len(ivs) < 5 or min(out[i] for i in hw) < 2 or \
+            _shape(data)[axis:axis + 2] != out[axis:axis + 2]:
         return False
     names = [iv.var for iv in ivs[:4]]
+    window = ivs[4:-1] if axis == 1 else ivs[5:]  # the reduction's loops but the input channels' (last or first)
     if any(iv.iter_type != 0 for iv in ivs[:4]) or any(iv.iter_type == 0 for iv in ivs[4:]) or \
-            any(int(iv.dom.extent) != 1 for iv in ivs[4:-1]):
+            any(int(iv.dom.extent) != 1 for iv in window):
         return False
     ana = Analyzer()  # the 1x1 window's own loops (extent 1) are 0
-    for iv in ivs[4:-1]:
+    for iv in window:
         ana.bind(iv.var, 0)
-    # the write is [n, h, w, o] by the first four (spatial) iter vars, the data read at [., h, w, .] exactly
+    # the write is indexed by the four spatial iter vars in order, the data read at (h, w) exactly, and in NCHW
+    # at the input channels
     if any(not r.min.same_as(v) for r, v in zip(block.writes[0].region, names)) or \
-            not all(ana.can_prove_equal(data.region[i].min, names[i]) for i in (1, 2)):
+            not all(ana.can_prove_equal(data.region[i].min, names[i]) for i in hw) or \
+            (axis == 2 and not data.region[1].min.same_as(ivs[4].var)):
         return False
     consumers = sch.get_consumers(red)  # elementwise epilogues: each reads the pixel it writes
     if any(_shape(sch.get(c).writes[0]) != out or len(sch.get(c).iter_vars) != 4 or
@@ -247,11 +256,15 @@ def _flatten_pixels(sch, red) -> bool:
                any(not a.min.same_as(iv.var) for a, iv in zip(r.region, sch.get(c).iter_vars))
                for r in sch.get(c).reads) for c in consumers):
         return False
-    w = out[2]
-    sch.transform_layout(red, ("write", 0), lambda n, y, x, o: (n, y * w + x, o))
-    sch.transform_block_layout(red, IndexMap.from_func(lambda n, y, x, o, *r: (n, y * w + x, o, *r), ndim=len(ivs)))
+    w = out[axis + 1]
+    if axis == 1:
+        flat, loops = lambda n, y, x, o: (n, y * w + x, o), lambda n, y, x, o, *r: (n, y * w + x, o, *r)
+    else:
+        flat, loops = lambda n, o, y, x: (n, o, y * w + x), lambda n, o, y, x, *r: (n, o, y * w + x, *r)
+    sch.transform_layout(red, ("write", 0), flat)
+    sch.transform_block_layout(red, IndexMap.from_func(loops, ndim=len(ivs)))
     for c in consumers:
-        sch.transform_block_layout(c, lambda n, y, x, o: (n, y * w + x, o))
+        sch.transform_block_layout(c, flat)
     return True
 
 
