@@ -38,7 +38,7 @@ demo: deps
 # the tests marked soak (long end-to-end runs: tuning over SSH, ...), then the serial link on a noisy line at
 # scale (>= 10,000 faults, Device and CLI) and the protocol core under libFuzzer (1,000,000 executions): 10-15
 # minutes here. benchmarks/soak.py --help for rates and seeds. Then 2,000 random graphs through the compiler
-# against ONNX Runtime (benchmarks/difftest_soak.py, ~20 minutes).
+# against ONNX Runtime, every 5th also through the tuning's search space (benchmarks/difftest_soak.py, ~20 minutes).
 soak: deps
 	$(PY) -m pytest -q -m soak tests
 	$(PY) benchmarks/soak.py

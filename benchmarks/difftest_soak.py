@@ -7,9 +7,11 @@ Graph i is graph_from_seed(seed + i): any failure is reproducible from its seed 
 tests/graphgen.py: a changed generator maps seeds to other graphs; --out keeps the failing .onnx files). Every 4th graph is
 generated for the Linux boards' split kernels (threads.c), every 10th with TVM's unscheduled kernels (arena
 workspaces), every 5th for Cortex-M4 and compiled with arm-none-eabi-gcc too, every 8th also run built with
-AddressSanitizer and UBSan. --board T --board-every K also
-runs every Kth graph through `edgekit build --target T` + `edgekit validate` (QEMU for mps2-an386: ~10 s each). Prints each failure as it comes, then graphs run / passed / failed / skipped, failures by kind
-and skips by reason; exits 1 when any graph failed. With --out, each failing graph is saved as .onnx and
+AddressSanitizer and UBSan; every 5th that passes also has the tuning's search space checked on its kernels
+(difftest.check_space: random points and seeds against codegen's schedule, MCU and Linux layouts).
+--board T --board-every K also runs every Kth graph through `edgekit build --target T` + `edgekit validate`
+(QEMU for mps2-an386: ~10 s each). Prints each failure as it comes, then graphs run / passed / failed / skipped,
+failures by kind and skips by reason; exits 1 when any graph failed. With --out, each failing graph is saved as .onnx and
 as onnx.helper code (shrunk first with --shrink).
 """
 from __future__ import annotations
@@ -62,6 +64,12 @@ def main(argv=None) -> int:
             outcome = difftest.Outcome("fail", "generator", str(e))
         except Exception as e:  # noqa: BLE001 (a harness error must not end a soak of thousands)
             outcome = difftest.Outcome("fail", f"harness: {type(e).__name__}", str(e))
+        if outcome.status == "pass" and seed % 5 == 2:  # the tuning's search space on its kernels too
+            try:
+                outcome = difftest.check_space(model)
+            except Exception as e:  # noqa: BLE001 (as above)
+                outcome = difftest.Outcome("fail", f"harness: {type(e).__name__}", str(e))
+            opts = {**opts, "space": True}
         if outcome.status == "pass" and args.board and i % args.board_every == 0:
             with tempfile.TemporaryDirectory(prefix="difftest-cli-") as d:
                 outcome = difftest.check_cli(model, Path(d), target=args.board)
@@ -98,7 +106,9 @@ def save(model, outcome, seed: int, opts: dict, args, shrink: bool) -> None:
                 if "board" in opts:
                     with tempfile.TemporaryDirectory(prefix="difftest-cli-") as d:
                         return difftest.check_cli(m, Path(d), target=opts["board"]).kind == outcome.kind
-                return difftest.check_graph(m, **opts).kind == outcome.kind
+                if outcome.kind.startswith("space-"):
+                    return difftest.check_space(m).kind == outcome.kind
+                return difftest.check_graph(m, **{k: v for k, v in opts.items() if k != "space"}).kind == outcome.kind
             except difftest.GeneratorError:
                 return False
         model = difftest.shrink(model, same_failure, log=print)

@@ -272,6 +272,96 @@ def _short(msg: str) -> str:
 
 # ---- the command line: edgekit build + validate ----
 
+def kernel_outputs(cases, tmp: Path) -> list:
+    """Each (func, kernel_func)'s output for fixed random arguments, the kernel built as the tuner builds
+    candidates for the host; gcc runs on every core."""
+    import tvm
+    from concurrent.futures import ThreadPoolExecutor
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+    from edgekit import target
+    from edgekit.codegen.lower import build_kernel
+    from edgekit.tuning import c_target, stack_bytes
+    from edgekit.tuning.measure import TASK, compile_shared
+    board = target.get("host")
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        libs = [pool.submit(compile_shared, board, build_kernel(k, TASK, c_target(board),
+                                                                stack_bytes=stack_bytes(board)), tmp / f"k{i}")
+                for i, (_, k) in enumerate(cases)]
+        outputs = []
+        for (func, _), lib in zip(cases, libs):
+            rng = np.random.default_rng(0)
+            args = [tvm.runtime.tensor(np.array(rng.uniform(-1, 1, [int(d) for d in a.shape]), dtype=str(a.dtype)))
+                    for a in ArgInfo.from_prim_func(func)]
+            tvm.runtime.load_module(lib.result())["main"](*args)
+            outputs.append(args[-1].numpy())
+    return outputs
+
+
+def template_points(func, board, randoms: int, label: str):
+    """(cases, labels) for space_mismatches: codegen's schedule of func (label None: the reference), then the
+    tuning's template at `randoms` random points (seeds 1, 2...) and at each of the board's seed tiles."""
+    from tvm import s_tir
+    from edgekit.codegen.lower import shrink
+    from edgekit.tuning import space
+    cases, labels = [(func, shrink(func)[0])], [None]
+    for point in (*range(1, randoms + 1), *space.seeds(board)):
+        random = isinstance(point, int)
+        sch = s_tir.Schedule(func, seed=point if random else 1)
+        space.schedule(sch, None if random else point)
+        cases.append((func, sch.mod["main"]))
+        labels.append(f"{label} {sch.trace}")
+    return cases, labels
+
+
+def space_mismatches(cases, labels, tmp: Path) -> list[str]:
+    """The labels of template points whose output differs from their reference's (the case before them with
+    label None)."""
+    bad = []
+    for got, label in zip(kernel_outputs(cases, tmp), labels):
+        if label is None:
+            ref = got
+        elif not np.allclose(got, ref, rtol=1e-4, atol=1e-5):
+            bad.append(f"{label} (max error {float(np.max(np.abs(got - ref))):.3g})")
+    return bad
+
+
+def space_cases(model, randoms: int = 2) -> tuple[list, list, list]:
+    """template_points (cases, labels) for every kernel of `model` built around one reduction (what the tuning
+    covers), in the MCUs' layout (mps2-an386) and the Linux boards' (host); and the kernels the template refuses
+    (they would keep codegen's schedule, but the template is meant to cover every one)."""
+    from tvm import s_tir
+    from edgekit import compiler, target
+    from edgekit.codegen.lower import _fuse, _is_scheduled
+    from edgekit.tuning import space
+    cases, labels, refused = [], [], []
+    for board in (target.get("mps2-an386"), target.get("host")):
+        mod = _fuse(compiler.for_board(compiler.import_onnx(model), board))
+        for gv, func in mod.functions.items():
+            if gv.name_hint == "main" or _is_scheduled(func) or space.reduction_block(s_tir.Schedule(func)) is None:
+                continue
+            if not space.tunable(func):
+                refused.append(f"{board.name} {gv.name_hint}")
+                continue
+            c, n = template_points(func, board, randoms, f"{board.name} {gv.name_hint}")
+            cases, labels = cases + c, labels + n
+    return cases, labels, refused
+
+
+def check_space(model) -> Outcome:
+    """The tuning's search space on `model`'s kernels (space_cases): "fail" where the template refuses a kernel
+    or a point computes other outputs than codegen's schedule; "skip" where TVM does not import the model."""
+    from edgekit.errors import UsageError
+    try:
+        cases, labels, refused = space_cases(model)
+    except UsageError as e:
+        return Outcome("skip", "import: " + _short(str(e)), str(e))
+    if refused:
+        return Outcome("fail", "space-refused", "\n".join(refused))
+    with tempfile.TemporaryDirectory(prefix="difftest-space-") as d:
+        bad = space_mismatches(cases, labels, Path(d))
+    return Outcome("fail", "space-mismatch", "\n".join(bad)) if bad else Outcome("pass")
+
+
 def edgekit_cli(*args, cwd, timeout=900):
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "edgekit.cli", *map(str, args)], capture_output=True, text=True,

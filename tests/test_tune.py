@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import run_edgekit
+import difftest
 from test_differential import depthwise_column_over_a_batch
 from test_remote import sshd  # noqa: F401 (a fixture: a private sshd on loopback)
 from test_signals import assert_clean_exit, start, wait_for
@@ -50,29 +51,9 @@ def _kernels(onnx_model, board=None):
     return tasks(for_board(mod, board) if board else mod)
 
 
-def _outputs(cases, tmp):
-    """Each (func, kernel_func)'s output for fixed random arguments, the kernel built as the tuner builds
-    candidates; gcc runs on every core."""
-    import tvm
-    from concurrent.futures import ThreadPoolExecutor
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-    from edgekit import target
-    from edgekit.codegen.lower import build_kernel
-    from edgekit.tuning import c_target, stack_bytes
-    from edgekit.tuning.measure import TASK, compile_shared
-    board = target.get("host")
-    with ThreadPoolExecutor(os.cpu_count()) as pool:
-        libs = [pool.submit(compile_shared, board, build_kernel(k, TASK, c_target(board),
-                                                                stack_bytes=stack_bytes(board)), tmp / f"k{i}")
-                for i, (_, k) in enumerate(cases)]
-        outputs = []
-        for (func, _), lib in zip(cases, libs):
-            rng = np.random.default_rng(0)
-            args = [tvm.runtime.tensor(np.array(rng.uniform(-1, 1, [int(d) for d in a.shape]), dtype=str(a.dtype)))
-                    for a in ArgInfo.from_prim_func(func)]
-            tvm.runtime.load_module(lib.result())["main"](*args)
-            outputs.append(args[-1].numpy())
-    return outputs
+def _assert_points_match(cases, labels, tmp):
+    bad = difftest.space_mismatches(cases, labels, tmp)
+    assert not bad, "\n".join(bad)
 
 
 def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
@@ -80,69 +61,35 @@ def test_every_point_of_the_space_computes_the_same(onnx_models, tmp_path):
     seeds against codegen's untuned schedule, on every kernel of a MobileNet V2 (stem, depthwise s1/s2,
     pointwise with and without residual, padded outputs, pooling, the classifier), as imported (NCHW, the
     MCUs') and in a Linux board's layout (NHWC, HWIO weights)."""
-    from tvm import s_tir
     from edgekit import target
-    from edgekit.codegen.lower import shrink
-    from edgekit.tuning import space
     cases, labels = [], []
     for board in (target.get("mps2-an386"), target.get("host")):
         assert (board.name == "host") == ("layout" in board.data["tvm"])  # both layouts are covered
         for name, func, _ in _kernels(onnx_models("v2", 0.35, 64, 10), board):  # the export test_models makes
-            cases.append((func, shrink(func)[0]))
-            labels.append(None)  # the reference: codegen's schedule
-            for point in (1, *space.seeds(board)):  # a random point (seed 1), then each seed's tiles
-                sch = s_tir.Schedule(func, seed=1)
-                space.schedule(sch, None if point == 1 else point)
-                cases.append((func, sch.mod["main"]))
-                labels.append(f"{board.name} {name} {sch.trace}")
+            c, n = difftest.template_points(func, board, 1, f"{board.name} {name}")
+            cases, labels = cases + c, labels + n
     assert len(labels) - labels.count(None) >= 120
-    for got, label in zip(_outputs(cases, tmp_path), labels):
-        if label is None:
-            ref = got
-        else:
-            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
+    _assert_points_match(cases, labels, tmp_path)
 
 
 def test_every_point_of_the_space_computes_the_same_on_random_graphs(tmp_path):
     """As above, on every kernel with one reduction of graphgen's seeded graphs (convolutions of any window,
     stride, dilation and grouping, pools, matmuls, batches of several images): the template schedules each (one
     it cannot schedule would keep codegen's), and random points and the seeds compute what codegen's schedule
-    does. Seed 7 once made it fuse two loops that were not adjacent: the host build failed."""
-    import onnx
-    from tvm import s_tir
+    does (difftest.space_cases; `make soak` runs more). Seed 7 once made it fuse two loops that were not
+    adjacent: the host build failed."""
     from graphgen import graph_from_seed
-    from edgekit import target
-    from edgekit.codegen.lower import _fuse, _is_scheduled, shrink
-    from edgekit.compiler import for_board, import_onnx
     from edgekit.errors import UsageError
-    from edgekit.tuning import space
     cases, labels = [], []
     for seed in range(80):
-        path = tmp_path / f"g{seed}.onnx"
-        onnx.save(graph_from_seed(seed, max_ops=8), str(path))
-        for board in (target.get("mps2-an386"), target.get("host")):
-            try:
-                mod = _fuse(for_board(import_onnx(path), board))
-            except UsageError:  # an operator TVM does not import
-                continue
-            for gv, func in mod.functions.items():
-                if gv.name_hint == "main" or _is_scheduled(func) or \
-                        space.reduction_block(s_tir.Schedule(func)) is None:
-                    continue
-                assert space.tunable(func), (seed, board.name, gv.name_hint)
-                cases.append((func, shrink(func)[0]))
-                labels.append(None)
-                for point in (1, 2, *space.seeds(board)):  # two random points, then each seed's tiles
-                    sch = s_tir.Schedule(func, seed=point if point in (1, 2) else 1)
-                    space.schedule(sch, None if point in (1, 2) else point)
-                    cases.append((func, sch.mod["main"]))
-                    labels.append(f"seed {seed} {board.name} {gv.name_hint} {sch.trace}")
+        try:
+            c, n, refused = difftest.space_cases(graph_from_seed(seed, max_ops=8))
+        except UsageError:  # an operator TVM does not import
+            continue
+        assert not refused, (seed, refused)
+        cases, labels = cases + c, labels + [lb and f"seed {seed} {lb}" for lb in n]
     assert labels.count(None) >= 60, labels.count(None)
-    for got, label in zip(_outputs(cases, tmp_path), labels):
-        if label is None:
-            ref = got
-        else:
-            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5, err_msg=label)
+    _assert_points_match(cases, labels, tmp_path)
 
 
 def test_pixel_tiles_that_cross_rows_compute_the_same(tmp_path):
@@ -170,7 +117,7 @@ def test_pixel_tiles_that_cross_rows_compute_the_same(tmp_path):
         crossing += any(o * t == 60 and t % 10 and 10 % t for o, t in tiles)  # the pixels' tile crosses a row
         cases.append((func, sch.mod["main"]))
     assert crossing >= 3, crossing
-    ref, *got = _outputs(cases, tmp_path)
+    ref, *got = difftest.kernel_outputs(cases, tmp_path)
     for out in got:
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
 
@@ -316,7 +263,7 @@ def test_a_host_candidate_splits_its_outer_loop_across_threads_as_the_build_does
     (built,) = CandidateBuilder(host, tmp_path, 1).build([BuilderInput(sch.mod, tvm.target.Target("c"))])
     assert built.error_msg is None, built.error_msg
     assert "return par_run(ek_candidate" in Path(built.artifact_path).with_suffix(".c").read_text()
-    (whole,) = _outputs([(func, sch.mod["main"])], tmp_path)
+    (whole,) = difftest.kernel_outputs([(func, sch.mod["main"])], tmp_path)
     rng = np.random.default_rng(0)
     args = np.empty(len(func.params), object)
     args[:] = [rng.uniform(-1, 1, [int(d) for d in a.shape]).astype(str(a.dtype)) for a in ArgInfo.from_prim_func(func)]
@@ -478,7 +425,7 @@ def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypa
     assert better >= 10 and info["kernels_tuned"] == better
     assert info["arena_bytes"] <= generate(mod, tmp_path / "plain", "m", mcpu=board.core)["arena_bytes"]
     cases = [c for f in kernels if (applied := tuned(f)) for c in ((f, shrink(f)[0]), (f, applied[0]))]
-    outputs = _outputs(cases, tmp_path)
+    outputs = difftest.kernel_outputs(cases, tmp_path)
     assert len(outputs) == 2 * better
     for ref, got in zip(outputs[::2], outputs[1::2]):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
