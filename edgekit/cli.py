@@ -32,8 +32,18 @@ CALIBRATION = typer.Option(None, "--calibration", help="With --quantize: NHWC fl
 PORT = typer.Option(None, "--port", help="Serial link URL: /dev/ttyACM0, /dev/pts/N, socket://HOST:PORT.")
 HOST = typer.Option(None, "--host", help="USER@ADDR of a Linux board reached over SSH.")
 NO_TUNING = typer.Option(False, "--no-tuning", help="Ignore the target's tuning records.")
+DB = typer.Option(None, "--db", help="Tuning database directory (default $XDG_CACHE_HOME/edgekit/tuning/<target>; "
+                  "a build without --db also applies the records edgekit ships).")
 MLPERF = typer.Option(None, "--mlperf", help="vww01|ic01|kws01|ad01: firmware the official MLPerf Tiny runner drives "
                       "(takes the benchmark's raw input, reports that model name).")
+
+
+def _check_tuning(no_tuning: bool, db: Optional[Path]) -> None:
+    """A build's --db must name a database (edgekit tune --db writes one); --no-tuning takes none."""
+    if no_tuning and db is not None:
+        raise UsageError("--no-tuning and --db exclude each other: build without records, or with those in --db")
+    if db is not None and not db.is_dir():
+        raise UsageError(f"--db {db}: no tuning database there (edgekit tune --db {db} writes one)")
 
 
 def _console(stderr: bool = False):
@@ -101,15 +111,16 @@ def build(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resoluti
           classes: int = CLASSES, model: Optional[Path] = MODEL, weights: Optional[Path] = WEIGHTS,
           quantize: Optional[str] = QUANTIZE, calibration: Optional[Path] = CALIBRATION,
           mlperf: Optional[str] = MLPERF, out: Optional[Path] = OUT,
-          no_tuning: bool = NO_TUNING,
+          no_tuning: bool = NO_TUNING, db: Optional[Path] = DB,
           json_out: bool = JSON):
     """Compile a model for a board into one build directory (with the kernels `edgekit tune` measured best)."""
     from .build import build as run_build
     cfg = None if model else _config(arch, alpha, resolution, classes)
+    _check_tuning(no_tuning, db)
     console = _console()
     with console.status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration, mlperf=mlperf, tuning=not no_tuning)
+                             calibration=calibration, mlperf=mlperf, tuning=not no_tuning, db=db)
     if json_out:
         return _print_json(manifest)
     _print_manifest(console, manifest)
@@ -122,8 +133,7 @@ def tune(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolutio
          minutes: Optional[float] = typer.Option(None, "--minutes", help="Stop after this long."),
          trials: Optional[int] = typer.Option(None, "--trials", help="Stop after this many candidates in all "
                                               "(default: 64 per kernel)."),
-         db: Optional[Path] = typer.Option(None, "--db", help="Tuning database directory (default "
-                                           "$XDG_CACHE_HOME/edgekit/tuning/<target>)."),
+         db: Optional[Path] = DB,
          port: Optional[str] = PORT, host: Optional[str] = HOST,
          tracker: Optional[str] = typer.Option(None, "--tracker", help="HOST:PORT of a TVM RPC tracker whose boards "
                                                "(rpc_server --key KEY) measure the candidates."),
@@ -278,7 +288,7 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
         out: Optional[Path] = OUT, port: Optional[str] = PORT, host: Optional[str] = HOST,
         inputs: int = typer.Option(3, "--inputs", help="Random inputs to validate with."),
         runs: int = typer.Option(3, "--runs", help="Inferences to time."), threads: Optional[int] = THREADS,
-        no_tuning: bool = NO_TUNING, json_out: bool = JSON):
+        no_tuning: bool = NO_TUNING, db: Optional[Path] = DB, json_out: bool = JSON):
     """Build, flash (or emulate), validate and bench in one go."""
     from . import board as boards
     from . import validate as v
@@ -287,12 +297,13 @@ def run(target: str = TARGET, arch: str = ARCH, alpha: float = ALPHA, resolution
     if inputs < 1 or runs < 1:
         raise UsageError("--inputs and --runs must be at least 1")
     cfg = None if model else _config(arch, alpha, resolution, classes)
+    _check_tuning(no_tuning, db)
     board = targets.get(target)
     boards.check_reachable(board, port, host)
     boards.runner_args({"target": target}, threads)
     with _console().status("starting") as status:
         manifest = run_build(target, cfg, model, weights, out, stage=lambda s: status.update(s), quantize=quantize,
-                             calibration=calibration, tuning=not no_tuning)
+                             calibration=calibration, tuning=not no_tuning, db=db)
         build_dir = Path(manifest["build_dir"])
         status.update("start the board" + (" emulator" if not (port or host) else ""))
         val, lat = v.on_board(build_dir, v.make_inputs(_input_spec(manifest), inputs), runs=runs, port=port,

@@ -385,14 +385,9 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path
     assert open_database(db) is not None
     lines = records.read_text().splitlines()
     assert lines and all(json.loads(line) for line in lines)
-    os.environ["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    try:
-        (tmp_path / "cache" / "edgekit" / "tuning").mkdir(parents=True)
-        os.symlink(db, tmp_path / "cache" / "edgekit" / "tuning" / "host")
-        b = run_edgekit("build", "--target", "host", "--model", block, "--out", tmp_path / "b", "--json")
-    finally:
-        del os.environ["XDG_CACHE_HOME"]
+    b = run_edgekit("build", "--target", "host", "--model", block, "--out", tmp_path / "b", "--db", db, "--json")
     assert b.returncode == 0, b.stderr
+    assert json.loads(b.stdout)["tuning"]["database"] == str(db)
     from edgekit import target
     from edgekit.compiler import for_board, import_onnx
     from edgekit.tuning import tasks, tuned_for
@@ -464,11 +459,13 @@ def test_time_up_ends_the_tasks_still_searching_only():
     assert all(t.is_terminated for t in tasks) and report.done == 0
 
 
-def test_bad_usage_is_one_line(block):
-    for args, words in ((["--tracker", "nohost"], "HOST:PORT"), (["--port", "/dev/null"], "pyocd"),
-                        (["--trials", "0"], "positive"), (["--host", "a@b", "--tracker", "c:1", "--key", "k"],
-                                                          "not several")):
-        r = run_edgekit("tune", "--target", "host", "--model", block, *args)
+def test_bad_usage_is_one_line(block, tmp_path):
+    for command, args, words in (("tune", ["--tracker", "nohost"], "HOST:PORT"),
+                                 ("tune", ["--port", "/dev/null"], "pyocd"), ("tune", ["--trials", "0"], "positive"),
+                                 ("tune", ["--host", "a@b", "--tracker", "c:1", "--key", "k"], "not several"),
+                                 ("build", ["--db", tmp_path / "nowhere"], "no tuning database"),
+                                 ("run", ["--db", tmp_path, "--no-tuning"], "exclude each other")):
+        r = run_edgekit(command, "--target", "host", "--model", block, *args)
         assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
