@@ -8,6 +8,8 @@ internal error, a C compiler error or warning, a non-zero return from run(), or 
 The C runs in a forked child, so a segfault or a hang in generated code is a failure, not the end of a soak.
 
 check_cli() does the same through `edgekit build --model` and `edgekit validate`.
+check_space() checks the tuning's search space on the graph's kernels instead: random points and the seeds of
+its template against codegen's own schedule, in the MCUs' layout and the Linux boards'.
 shrink() reduces a failing graph to a small one that still fails the same way.
 """
 from __future__ import annotations
