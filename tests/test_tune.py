@@ -109,17 +109,16 @@ def test_pixel_tiles_that_cross_rows_compute_the_same(tmp_path):
                                                         "b": rng.standard_normal(16).astype(np.float32)})
     onnx.save(model, str(tmp_path / "pointwise.onnx"))
     (_, func, _), = _kernels(tmp_path / "pointwise.onnx", target.get("mps2-an386"))
-    cases, crossing = [(func, shrink(func)[0])], 0
+    cases, labels, crossing = [(func, shrink(func)[0])], [None], 0
     for seed in range(1, 25):
         sch = s_tir.Schedule(func, seed=seed)
         space.schedule(sch, None)
         tiles = [[int(t) for t in d] for d in sch.trace.decisions.values() if hasattr(d, "__len__")]  # perfect tiles
         crossing += any(o * t == 60 and t % 10 and 10 % t for o, t in tiles)  # the pixels' tile crosses a row
         cases.append((func, sch.mod["main"]))
+        labels.append(str(sch.trace))
     assert crossing >= 3, crossing
-    ref, *got = difftest.kernel_outputs(cases, tmp_path)
-    for out in got:
-        np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    _assert_points_match(cases, labels, tmp_path)
 
 
 def test_a_kernel_the_template_cannot_schedule_keeps_codegens_schedule(monkeypatch):
@@ -420,10 +419,8 @@ def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypa
     assert better >= 10 and info["kernels_tuned"] == better
     assert info["arena_bytes"] <= generate(mod, tmp_path / "plain", "m", mcpu=board.core)["arena_bytes"]
     cases = [c for f in kernels if (applied := tuned(f)) for c in ((f, shrink(f)[0]), (f, applied[0]))]
-    outputs = difftest.kernel_outputs(cases, tmp_path)
-    assert len(outputs) == 2 * better
-    for ref, got in zip(outputs[::2], outputs[1::2]):
-        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert len(cases) == 2 * better
+    _assert_points_match(cases, [None, "a shipped record"] * better, tmp_path)
 
 
 def test_a_record_cut_short_is_dropped(tmp_path):

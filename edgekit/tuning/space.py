@@ -258,11 +258,11 @@ def _flatten_pixels(sch, red, axis: int) -> bool:
         return False
     w = out[axis + 1]
     if axis == 1:
-        flat, loops = lambda n, y, x, o: (n, y * w + x, o), lambda n, y, x, o, *r: (n, y * w + x, o, *r)
+        flat, iters = lambda n, y, x, o: (n, y * w + x, o), lambda n, y, x, o, *r: (n, y * w + x, o, *r)
     else:
-        flat, loops = lambda n, o, y, x: (n, o, y * w + x), lambda n, o, y, x, *r: (n, o, y * w + x, *r)
+        flat, iters = lambda n, o, y, x: (n, o, y * w + x), lambda n, o, y, x, *r: (n, o, y * w + x, *r)
     sch.transform_layout(red, ("write", 0), flat)
-    sch.transform_block_layout(red, IndexMap.from_func(loops, ndim=len(ivs)))
+    sch.transform_block_layout(red, IndexMap.from_func(iters, ndim=len(ivs)))  # the reduction's iter vars
     for c in consumers:
         sch.transform_block_layout(c, flat)
     return True
