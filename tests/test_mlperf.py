@@ -23,8 +23,11 @@ needs_qemu = pytest.mark.skipif(not (shutil.which("arm-none-eabi-gcc") and shuti
 
 @pytest.fixture(scope="module")
 def vww(tmp_path_factory):
+    """The build takes edgekit's shipped records only (an empty user cache): the tests below check them too."""
     d = tmp_path_factory.mktemp("mlperf")
-    r = run_edgekit("build", "--target", "mps2-an386", *VWW, "--mlperf", "vww01", "--out", d / "b", "--json")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(d / "empty-cache"))
+        r = run_edgekit("build", "--target", "mps2-an386", *VWW, "--mlperf", "vww01", "--out", d / "b", "--json")
     assert r.returncode == 0, r.stderr
     return d / "b", json.loads(r.stdout)
 
@@ -95,6 +98,28 @@ def test_performance_window_and_the_size_refusal(vww, board):
     assert client.command("db " + pic[:31].hex()) == []
     assert client.command("infer 1 0") == ["e-[db load incomplete: 31 of 27648 bytes, send the rest or db load again]"]
     assert client.command("results") == good  # the last complete run's scores stay
+
+
+def test_shipped_records_apply_to_the_int8_vww_model(vww, tmp_path, monkeypatch):
+    """edgekit ships tuning records for `make bench`'s int8 VWW on mps2-an386 (register blocks counted on the
+    emulator): with an empty user cache, every kernel the tune covers takes one, the fixture's build applied them
+    all, and the runner tests above find that build bit-exact with TFLite."""
+    from edgekit.compiler import for_board
+    from edgekit.int8 import fast, tflite
+    from edgekit.tuning import MICRO_BLOCK, _annotation, shipped_dir, tasks, tuned_for
+    build, m = vww
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    board = target.get("mps2-an386")
+    mod = for_board(tflite.to_relax(build / "model.tflite", "dsp")[0], board)
+    tuned = tuned_for(board)
+    assert tuned.path == shipped_dir(board.name)
+    kernels = [f for _, f, _ in tasks(mod)]
+    records = [tuned.record(f) for f in kernels]
+    assert all(records), "a kernel of the int8 VWW model has no shipped record: re-tune it (README, Tuning)"
+    blocks = [b for _, rec, _ in records if (b := _annotation(rec.trace, MICRO_BLOCK)) is not None]
+    assert len(blocks) == sum(map(fast.is_micro, kernels)) >= 15
+    assert m["tuning"] == {"database": str(shipped_dir(board.name)), "kernels_tuned": len(kernels),
+                           "kernels": m["tuning"]["kernels"]}
 
 
 def test_pixels_convert_as_the_reference_ports_do():
