@@ -10,13 +10,16 @@ import numpy as np
 
 
 def latency(dev, manifest: dict, board, source: str, runs: int, per_layer: bool = False) -> dict:
-    """Median over `runs` inferences of a seeded random 8-bit image scaled to [-1, 1). Under an emulator the
-    counter counts instructions (QEMU -icount), never cycles: the figures say so."""
+    """Median over `runs` inferences of a seeded random 8-bit image, scaled to [-1, 1) for a float input or
+    shifted to [-128, 128) for an int8 one. Under an emulator the counter counts instructions (QEMU -icount),
+    never cycles: the figures say so."""
     info = dev.info()
+    dtype = np.dtype(manifest.get("input", {}).get("dtype", "float32"))
     # 8-bit pixel values, as a camera gives: firmware keeping its input in the model's arena (a board short
     # of RAM) serves repeated runs on one load only for inputs of at most 256 distinct values
-    pixels = np.random.default_rng(0).integers(0, 256, int(info["input"]) // 4)
-    dev.load_input((pixels / np.float32(127.5) - 1).astype(np.float32).tobytes())
+    pixels = np.random.default_rng(0).integers(0, 256, int(info["input"]) // dtype.itemsize)
+    x = pixels - 128 if dtype.kind == "i" else pixels / np.float32(127.5) - 1
+    dev.load_input(x.astype(dtype).tobytes())
     warm_up(dev)
     counts = dev.measure(runs)
     unit, med = dev.counter, statistics.median(counts)

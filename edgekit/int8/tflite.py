@@ -84,11 +84,14 @@ def read(path: Path) -> tuple[list, T, T]:
         return T(i, shape, dtype, np.asarray(scale, np.float32), np.asarray(zp, np.int64), data)
 
     tensors = {i: tensor(i) for i in range(sg.TensorsLength())}
+    graph = [sg.Operators(k) for k in range(sg.OperatorsLength())]
+    codes = [model.OperatorCodes(op.OpcodeIndex()) for op in graph]
+    kinds = [names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "CUSTOM") for c in codes]
+    skip = _shape_arithmetic(graph, kinds, tensors)
     ops = []
-    for k in range(sg.OperatorsLength()):
-        op = sg.Operators(k)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+    for k, (op, name) in enumerate(zip(graph, kinds)):
+        if k in skip:
+            continue
         if name not in SUPPORTED:
             raise UsageError(f"operator {name} in '{Path(path).name}' is not supported by edgekit's int8 path "
                              f"(supported: {', '.join(SUPPORTED)})")
@@ -105,6 +108,24 @@ def read(path: Path) -> tuple[list, T, T]:
         ops.append(Op(name, [tensors[i] if i >= 0 else None for i in op.InputsAsNumpy()],
                       [tensors[i] for i in op.OutputsAsNumpy()], options))
     return ops, tensors[sg.Inputs(0)], tensors[sg.Outputs(0)]
+
+
+def _shape_arithmetic(graph, kinds: list[str], tensors) -> set[int]:
+    """Indices of the operators that only compute a RESHAPE's new shape (SHAPE, STRIDED_SLICE, PACK: what the
+    converter emits for a model whose batch was left free). RESHAPE takes its output tensor's static shape
+    (batch 1), so they need not run. Such an operator writes int32 tensors read only by others of them or as
+    a RESHAPE's second input."""
+    readers = {}
+    for k, op in enumerate(graph):
+        for slot, i in enumerate(op.InputsAsNumpy()):
+            readers.setdefault(int(i), []).append((k, slot))
+    dead = set()
+    for k in reversed(range(len(graph))):  # readers come after writers
+        outs = [int(i) for i in graph[k].OutputsAsNumpy()]
+        if kinds[k] != "RESHAPE" and all(tensors[i].dtype == "int32" and readers.get(i) and all(
+                r in dead or (slot == 1 and kinds[r] == "RESHAPE") for r, slot in readers[i]) for i in outs):
+            dead.add(k)
+    return dead
 
 
 # ---- quantization parameters as TFLite's Prepare functions derive them ----
