@@ -92,6 +92,22 @@ def test_operator_bit_exact_with_tflite_reference(built, name):
     np.testing.assert_array_equal(got, ref)
 
 
+def test_cpu_convolutions_take_output_channels_innermost(built):
+    """Without micro-kernels (CPUs) a convolution's weights are [KH, KW, I, O], like the float path's HWIO, so
+    a vector of output channels is one load; TFLite's [O, KH, KW, I] kept gcc from vectorizing them."""
+    from edgekit.int8 import tflite
+    checked = 0
+    for path, _ in built.values():
+        want = {(kh, kw, i, o) for o, kh, kw, i in
+                (op.inputs[1].shape for op in tflite.read(path)[0] if op.name == "CONV_2D")}
+        mod = tflite.to_relax(path, None)[0]
+        got = {tuple(int(d) for d in f.params[1].ty.shape)
+               for gv, f in mod.functions.items() if gv.name_hint.startswith("conv2d")}
+        assert got == want, path.name
+        checked += len(want)
+    assert checked >= 3
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_microcontroller_kernels_bit_exact(built, name, tmp_path):
     """The MCU forms (fast.py: micro-kernel convolutions and requantization, blocked schedules), portable C."""

@@ -34,14 +34,14 @@ def _padded(x, pads, value: int):
 
 
 def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_out: int, act, depthwise: bool,
-           right_only: bool = False, requant=_requant):
-    """CONV_2D (w [O, KH, KW, I]) or DEPTHWISE_CONV_2D (w [1, KH, KW, I * M]); bias, mult, shift per output
-    channel (int32). reference_integer_ops::ConvPerChannel / DepthwiseConvPerChannel. requant: _requant or
-    an equivalent (fast.requant)."""
+           right_only: bool = False, requant=_requant, hwio: bool = False):
+    """CONV_2D (w [O, KH, KW, I], or [KH, KW, I, O] with hwio) or DEPTHWISE_CONV_2D (w [1, KH, KW, I * M]);
+    bias, mult, shift per output channel (int32). reference_integer_ops::ConvPerChannel /
+    DepthwiseConvPerChannel. requant: _requant or an equivalent (fast.requant)."""
     xp = _padded(x, pads, zp_in)
     n, hp, wp, cin = (int(d) for d in xp.shape)
-    o, kh, kw = (int(d) for d in w.shape[:3])
-    cout = int(w.shape[3]) if depthwise else o
+    kh, kw = (int(d) for d in (w.shape[:2] if hwio else w.shape[1:3]))
+    cout = int(w.shape[3] if depthwise or hwio else w.shape[0])
     (sh, sw), (dh, dw) = stride, dilation
     oh, ow = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     ry, rx = te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
@@ -53,7 +53,8 @@ def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_ou
     else:
         rc = te.reduce_axis((0, cin), "rc")
         acc = te.compute((n, oh, ow, cout), lambda b, i, j, c: te.sum(
-            xp[b, i * sh + ry * dh, j * sw + rx * dw, rc].astype(I32) * w[c, ry, rx, rc].astype(I32),
+            xp[b, i * sh + ry * dh, j * sw + rx * dw, rc].astype(I32) *
+            (w[ry, rx, rc, c] if hwio else w[c, ry, rx, rc]).astype(I32),
             axis=[ry, rx, rc]), name="acc")
     pc = int(mult.shape[0]) > 1
     return te.compute(acc.shape, lambda b, i, j, c: requant(acc[b, i, j, c], bias, mult, shift, c, zp_out, act, pc,

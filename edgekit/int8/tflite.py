@@ -265,7 +265,9 @@ class Importer:
         name = "depthwise_conv2d" if depthwise else "conv2d"
         if self.micro:
             return self.emit_micro(fast.direct_conv2d, fast.mark(self.micro, True, stride, pads), args, out, name, **kw)
-        return self.emit(K.conv2d, args, out, name, **kw)
+        if not depthwise:  # output channels innermost in memory, as the float path's HWIO: CPUs vectorize over them
+            args[1] = self.const(w.data.transpose(1, 2, 3, 0))
+        return self.emit(K.conv2d, args, out, name, hwio=not depthwise, **kw)
 
     def fully_connected(self, op: Op):
         x, w, b = op.inputs[:3]
