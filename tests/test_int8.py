@@ -92,20 +92,21 @@ def test_operator_bit_exact_with_tflite_reference(built, name):
     np.testing.assert_array_equal(got, ref)
 
 
-def test_cpu_convolutions_take_output_channels_innermost(built):
-    """Without micro-kernels (CPUs) a convolution's weights are [KH, KW, I, O], like the float path's HWIO, so
-    a vector of output channels is one load; TFLite's [O, KH, KW, I] kept gcc from vectorizing them."""
+def test_cpu_kernels_take_output_channels_innermost(built):
+    """Without micro-kernels (CPUs) a convolution's weights are [KH, KW, I, O], like the float path's HWIO, and
+    a fully connected layer's [K, O], so a vector of output channels is one load; TFLite's [O, KH, KW, I] and
+    [O, K] kept gcc from vectorizing them."""
     from edgekit.int8 import tflite
-    checked = 0
+    checked = set()
     for path, _ in built.values():
-        want = {(kh, kw, i, o) for o, kh, kw, i in
-                (op.inputs[1].shape for op in tflite.read(path)[0] if op.name == "CONV_2D")}
-        mod = tflite.to_relax(path, None)[0]
-        got = {tuple(int(d) for d in f.params[1].ty.shape)
-               for gv, f in mod.functions.items() if gv.name_hint.startswith("conv2d")}
-        assert got == want, path.name
-        checked += len(want)
-    assert checked >= 3
+        for op_name, prefix in (("CONV_2D", "conv2d"), ("FULLY_CONNECTED", "fully_connected")):
+            shapes = [op.inputs[1].shape for op in tflite.read(path)[0] if op.name == op_name]
+            want = {(*s[1:], s[0]) for s in shapes}
+            got = {tuple(int(d) for d in f.params[1].ty.shape)
+                   for gv, f in tflite.to_relax(path, None)[0].functions.items() if gv.name_hint.startswith(prefix)}
+            assert got == want, (path.name, op_name)
+            checked |= {op_name} if want else set()
+    assert checked == {"CONV_2D", "FULLY_CONNECTED"}
 
 
 @pytest.mark.parametrize("name", MODELS)

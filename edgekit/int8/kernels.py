@@ -61,22 +61,22 @@ def conv2d(x, w, bias, mult, shift, *, stride, dilation, pads, zp_in: int, zp_ou
                                                             right_only), name="requant")
 
 
-def fully_connected(x, w, bias, mult, shift, *, zp_out: int, act):
-    """FULLY_CONNECTED with per-tensor weights: x [N, K], w [O, K] (zero point 0), bias folded as for conv2d;
-    reference_integer_ops::FullyConnected (one multiplier, double rounding)."""
-    acc = _fc_acc(x, w)
+def fully_connected(x, w, bias, mult, shift, *, zp_out: int, act, ko: bool = False):
+    """FULLY_CONNECTED with per-tensor weights: x [N, K], w [O, K] (or [K, O] with ko; zero point 0), bias
+    folded as for conv2d; reference_integer_ops::FullyConnected (one multiplier, double rounding)."""
+    acc = _fc_acc(x, w, ko)
     return te.compute(acc.shape, lambda b, o: _requant(acc[b, o], bias, mult, shift, o, zp_out, act, False),
                       name="requant")
 
 
-def fully_connected_exact(x, w, bias, m_hi, m_lo, rshift, *, zp_out: int, act):
+def fully_connected_exact(x, w, bias, m_hi, m_lo, rshift, *, zp_out: int, act, ko: bool = False):
     """FULLY_CONNECTED with per-channel weights. TF 2.21's reference rounds in double: round(acc * E[c]),
     E = in * w[c] / out scale, half away from zero. E[c] = (m_hi * 2^31 + m_lo) * 2^-(rshift + 31) exactly
     (the importer splits its 53-bit mantissa), so |acc| * E is formed exactly from two int64 products and
     rounded once: round(|acc| E) = (|acc| m_hi + (|acc| m_lo >> 31) + 2^(rshift - 1)) >> rshift.
     (The reference first rounds the product to a double; the two differ only when it lies within 2^-30 or
     so of a tie without being one.)"""
-    acc = _fc_acc(x, w)
+    acc = _fc_acc(x, w, ko)
 
     def f(b, o):
         a = acc[b, o] + bias[o]
@@ -87,11 +87,11 @@ def fully_connected_exact(x, w, bias, m_hi, m_lo, rshift, *, zp_out: int, act):
     return te.compute(acc.shape, f, name="requant")
 
 
-def _fc_acc(x, w):
+def _fc_acc(x, w, ko: bool):
     n, k = (int(d) for d in x.shape)
     rk = te.reduce_axis((0, k), "rk")
-    return te.compute((n, int(w.shape[0])), lambda b, o: te.sum(x[b, rk].astype(I32) * w[o, rk].astype(I32), axis=rk),
-                      name="acc")
+    return te.compute((n, int(w.shape[1 if ko else 0])), lambda b, o: te.sum(
+        x[b, rk].astype(I32) * (w[rk, o] if ko else w[o, rk]).astype(I32), axis=rk), name="acc")
 
 
 def _window(x, size, stride, pads, i, j, ry, rx):

@@ -277,17 +277,18 @@ class Importer:
         flat = self.reshape(x, (int(np.prod(x.shape)) // k, k))
         bias = (b.data.astype(np.int64) if b is not None else np.zeros(n_out, np.int64)) - \
             x.zp * w.data.astype(np.int64).sum(axis=1)
-        consts = [flat, self.const(w.data), self.const(bias.astype(np.int32))]
+        ko = self.micro is None  # CPUs: outputs innermost in memory, as for conv (MCUs: one output at a time)
+        consts = [flat, self.const(w.data.T if ko else w.data), self.const(bias.astype(np.int32))]
         act = act_range(o.FusedActivationFunction(), out)
         if w.scale.size > 1:  # per channel: FullyConnectedPerChannel rounds acc * E[c] in double
             parts = [exact_scale(float(x.s) * float(s) / float(out.s)) for s in w.scale]
             v = self.bb.emit_te(K.fully_connected_exact, *consts, *(self.const(np.array(c, dt)) for c, dt in
-                                zip(zip(*parts), (np.int64, np.int64, np.int32))), zp_out=out.zp, act=act,
+                                zip(zip(*parts), (np.int64, np.int64, np.int32))), zp_out=out.zp, act=act, ko=ko,
                                 primfunc_name_hint="fully_connected", name_hint=f"t{out.index}_fc")
         else:  # GetQuantizedConvolutionMultipler: the input x filter product in float32, then double
             mult, shift = _multipliers([float(np.float32(x.s) * np.float32(w.s)) / float(out.s)])
             v = self.bb.emit_te(K.fully_connected, *consts, self.const(mult), self.const(shift), zp_out=out.zp,
-                                act=act, primfunc_name_hint="fully_connected", name_hint=f"t{out.index}_fc")
+                                act=act, ko=ko, primfunc_name_hint="fully_connected", name_hint=f"t{out.index}_fc")
         self.bind(v, out)
 
     def pool(self, op: Op, fn, name):
