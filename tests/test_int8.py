@@ -99,11 +99,10 @@ def test_cpu_kernels_take_output_channels_innermost(built):
     from edgekit.int8 import tflite
     checked = set()
     for path, _ in built.values():
+        ops, funcs = tflite.read(path)[0], tflite.to_relax(path, None)[0].functions.items()
         for op_name, prefix in (("CONV_2D", "conv2d"), ("FULLY_CONNECTED", "fully_connected")):
-            shapes = [op.inputs[1].shape for op in tflite.read(path)[0] if op.name == op_name]
-            want = {(*s[1:], s[0]) for s in shapes}
-            got = {tuple(int(d) for d in f.params[1].ty.shape)
-                   for gv, f in tflite.to_relax(path, None)[0].functions.items() if gv.name_hint.startswith(prefix)}
+            want = {(*s[1:], s[0]) for s in (op.inputs[1].shape for op in ops if op.name == op_name)}
+            got = {tuple(int(d) for d in f.params[1].ty.shape) for gv, f in funcs if gv.name_hint.startswith(prefix)}
             assert got == want, (path.name, op_name)
             checked |= {op_name} if want else set()
     assert checked == {"CONV_2D", "FULLY_CONNECTED"}
