@@ -164,8 +164,7 @@ def _front_int8(d: Path, board, cfg, model, weights, calibration, stage):
     onnx_model, _ = tf2onnx.convert.from_tflite(str(tfl), opset=13)
     onnx.save(onnx_model, str(d / "model.onnx"))
     stage("import int8 TFLite")
-    micro = ("dsp" if "dsp" in board.data.get("features", []) else "portable") if board.kind == "mcu" else None
-    mod, inp, out = tflite.to_relax(tfl, micro)
+    mod, inp, out = tflite.to_relax(tfl, int8_micro(board))
     ops, _, _ = tflite.read(tfl)
     about = _describe(cfg, None, None) if model is None else \
         {"arch": "custom", "alpha": None, "resolution": list(inp.shape[1:3]), "classes": None,
@@ -175,6 +174,11 @@ def _front_int8(d: Path, board, cfg, model, weights, calibration, stage):
                 "output": tflite.io(out), "quantization": "int8", "reference": "tflite", "model_sha256": sha,
                 "edgekit_version": __version__}
     return mod, manifest
+
+
+def int8_micro(board) -> str | None:
+    """The int8 convolutions' micro-kernels on a board (tflite.to_relax's `micro`): none on Linux boards."""
+    return ("dsp" if "dsp" in board.data.get("features", []) else "portable") if board.kind == "mcu" else None
 
 
 def _build_c(d: Path, board, mod, name: str, manifest: dict, stage, check_budget: bool, mlperf: str | None = None,

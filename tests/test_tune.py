@@ -340,6 +340,14 @@ def test_tune_through_a_tracker_then_build_applies_it_and_validates(tracker, blo
         del os.environ["XDG_CACHE_HOME"]
 
 
+def _name(process):
+    import psutil
+    try:
+        return process.name()
+    except psutil.NoSuchProcess:  # ended between the listing and the question
+        return None
+
+
 @pytest.mark.soak  # about a minute: SSH tuning shares its runner with --port, which test_tune_firmware covers
 def test_tune_over_ssh_then_build_applies_it_and_validates(sshd, block, tmp_path, monkeypatch):
     """A Linux board over SSH (this machine behind a private sshd): each candidate runs in a one-kernel runner
@@ -356,7 +364,7 @@ def test_tune_over_ssh_then_build_applies_it_and_validates(sshd, block, tmp_path
     assert len(measured) >= len(res["kernels"]) - 1 and all(0 < k["tuned"] <= k["untuned"] for k in measured), \
         r.stdout + r.stderr
     assert any(k["schedule"] == "template" for k in res["kernels"])  # the seeds, measured on the board
-    assert not [p for p in psutil.Process().children(recursive=True) if p.name() == "ssh"]
+    assert not [p for p in psutil.Process().children(recursive=True) if _name(p) == "ssh"]
     assert not any((Path.home() / "edgekit" / "tune").glob("*"))
     b = run_edgekit("build", "--target", "host", "--model", block, "--out", tmp_path / "b", "--json")
     assert b.returncode == 0 and json.loads(b.stdout)["tuning"]["kernels_tuned"] >= 1, b.stderr
@@ -397,10 +405,12 @@ def test_interrupted_tune_keeps_a_usable_database_and_no_process(block, tmp_path
     assert from_records >= 1 and json.loads(b.stdout)["tuning"]["kernels_tuned"] == from_records
 
 
-def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypatch):
-    """edgekit ships tuning records for `make demo`'s model on mps2-an386 (targets/tuning/, measured on the
-    emulator, exact): with an empty user cache, a build takes one for every kernel, each computes what codegen's
-    schedule does, and its arena stays the untuned build's."""
+@pytest.mark.parametrize("model", [("v1", 0.25, 96, 2), pytest.param(("v2", 0.35, 96, 1000), marks=pytest.mark.soak)],
+                         ids=["demo VWW", "bench V2 a0.35 96"])  # make demo's; benchmarks/cortexm.py's other (80 s)
+def test_shipped_records_apply_to_the_float_models_of_demo_and_bench(model, onnx_models, tmp_path, monkeypatch):
+    """edgekit ships tuning records for the float models `make demo` and `make bench` build for mps2-an386
+    (targets/tuning/, measured on the emulator, exact): with an empty user cache, a build takes one for every
+    kernel, each computes what codegen's schedule does, and its arena stays the untuned build's."""
     from edgekit import target
     from edgekit.codegen import generate
     from edgekit.codegen.lower import shrink
@@ -408,12 +418,12 @@ def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypa
     from edgekit.tuning import _is_baseline, shipped_dir, tasks, tuned_for
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
     board = target.get("mps2-an386")
-    mod = for_board(import_onnx(onnx_models("v1", 0.25, 96, 2)), board)
+    mod = for_board(import_onnx(onnx_models(*model)), board)
     tuned = tuned_for(board)
     assert tuned.path == shipped_dir(board.name)
     kernels = [f for _, f, _ in tasks(mod)]
     records = [tuned.record(f) for f in kernels]
-    assert all(records), "a kernel of the demo model has no shipped record: re-tune it (README, Tuning)"
+    assert all(records), f"a kernel of {model} has no shipped record: re-tune it (README, Tuning)"
     better = sum(not _is_baseline(rec.trace) for _, rec, _ in records)
     info = generate(mod, tmp_path / "tuned", "m", mcpu=board.core, tuned=tuned)
     assert better >= 10 and info["kernels_tuned"] == better
@@ -421,6 +431,16 @@ def test_shipped_records_apply_to_the_demo_model(onnx_models, tmp_path, monkeypa
     cases = [c for f in kernels if (applied := tuned(f)) for c in ((f, shrink(f)[0]), (f, applied[0]))]
     assert len(cases) == 2 * better
     _assert_points_match(cases, [None, "a shipped record"] * better, tmp_path)
+
+
+def test_every_shipped_database_is_of_this_search_space():
+    """Records replay traces of the space they were tuned in: a change to space.py (its VERSION) that leaves
+    the shipped ones behind would build every board's demo and bench models untuned, silently."""
+    from edgekit.target import TARGETS_DIR
+    from edgekit.tuning import open_shipped
+    boards = [d.name for d in (TARGETS_DIR / "tuning").iterdir() if d.is_dir()]
+    assert {"mps2-an386", "mps2-an500", "mps2-an385"} <= set(boards)
+    assert [b for b in boards if open_shipped(b) is None] == [], "re-tune them (README, Tuning)"
 
 
 def test_a_record_cut_short_is_dropped(tmp_path):
