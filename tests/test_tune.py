@@ -435,7 +435,7 @@ def test_shipped_records_apply_to_the_float_models_of_demo_and_bench(model, onnx
 
 def test_every_shipped_database_is_of_this_search_space():
     """Records replay traces of the space they were tuned in: a change to space.py (its VERSION) that leaves
-    the shipped ones behind would build every board's demo and bench models untuned, silently."""
+    the shipped ones behind would build every board's demo and bench models untuned, with only a warning."""
     from edgekit.target import TARGETS_DIR
     from edgekit.tuning import open_shipped
     boards = [d.name for d in (TARGETS_DIR / "tuning").iterdir() if d.is_dir()]
