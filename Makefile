@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml
 
 # two workers, each test file on one (its module-scoped builds stay shared): CI has 2 cores
 test: deps
-	$(PY) -m pytest -q -m "not soak" -n 2 --dist loadfile --no-loadscope-reorder --durations=40 tests
+	$(PY) -m pytest -q -m "not soak" -n 2 --dist loadfile --durations=40 tests
 
 demo: deps
 	$(VENV)/bin/edgekit run --target mps2-an386 --arch v1 --alpha 0.25 --resolution 96 --classes 2

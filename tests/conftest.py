@@ -16,17 +16,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# make test's two workers take whole files in this order (-n 2 --dist loadfile --no-loadscope-reorder): the longest
-# first, from CI's --durations, so that no long file starts last and runs alone while the other worker waits
-LONGEST_FIRST = ["test_tune.py", "test_trade_off.py", "test_build.py", "test_cortexm.py", "test_int8_cli.py",
-                 "test_corpus.py"]
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the other files keep their order
-
-
 def run_edgekit(*args, cwd=None, timeout=600):
     env = {**os.environ, "COLUMNS": "200"}  # rich wraps tables to the terminal; tests read whole names
     return subprocess.run([*EDGEKIT, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
